@@ -1,0 +1,21 @@
+# ptk_dev: an internal INTERFACE target carrying warnings and sanitizers for ptk's own
+# tests, examples and benchmarks. ptk::ptk itself never imposes flags on its users.
+add_library(ptk_dev INTERFACE)
+target_link_libraries(ptk_dev INTERFACE ptk::ptk)
+
+target_compile_options(ptk_dev INTERFACE
+  -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow
+  -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual
+  -Wnull-dereference -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough)
+if(PTK_WERROR)
+  target_compile_options(ptk_dev INTERFACE -Werror)
+endif()
+
+if(PTK_SANITIZE)
+  set(_ptk_san_flags -fsanitize=${PTK_SANITIZE} -fno-omit-frame-pointer -g)
+  if(PTK_SANITIZE MATCHES "undefined")
+    list(APPEND _ptk_san_flags -fno-sanitize-recover=all)
+  endif()
+  target_compile_options(ptk_dev INTERFACE ${_ptk_san_flags})
+  target_link_options(ptk_dev INTERFACE -fsanitize=${PTK_SANITIZE})
+endif()

@@ -1,0 +1,20 @@
+# cmake -D root=<dir with ptk/> -D listed=<PTK_HEADERS> -D prefix_of_listed=include/ -P compare_headers.cmake
+# Fails unless the .hpp files under <root> are exactly the listed headers.
+file(GLOB_RECURSE found RELATIVE "${root}" "${root}/*.hpp")
+set(expected "")
+foreach(h IN LISTS listed)
+  string(REGEX REPLACE "^${prefix_of_listed}" "" h "${h}")
+  list(APPEND expected "${h}")
+endforeach()
+list(SORT found)
+list(SORT expected)
+set(missing ${expected})
+list(REMOVE_ITEM missing ${found})
+set(extra ${found})
+list(REMOVE_ITEM extra ${expected})
+if(missing OR extra)
+  message(FATAL_ERROR "headers under ${root} differ from PTK_HEADERS\n"
+    "  listed but absent: ${missing}\n  present but not listed: ${extra}")
+endif()
+list(LENGTH found n)
+message(STATUS "${n} headers under ${root} match PTK_HEADERS")

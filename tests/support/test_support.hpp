@@ -1,0 +1,92 @@
+// Helpers shared by ptk's tests: real descriptors, real processes, no sleeps.
+#pragma once
+
+#include <ptk/detail/syscall.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace ptk::test {
+
+/// How many descriptors this process has open (entries of /proc/self/fd, minus the
+/// one opendir itself holds while reading).
+inline int open_fd_count() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) throw std::runtime_error("cannot open /proc/self/fd");
+  int n = 0;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(dir);
+  return n - 1;
+}
+
+/// The scheduler state letter (R, S, D, ...) of thread `tid` of this process.
+inline char thread_state(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close_paren = stat.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) return '?';
+  return stat[close_paren + 2];
+}
+
+/// Polls (yielding, never sleeping) until `pred()` holds; false if `limit` passes first.
+/// This is bounded polling on an observable kernel fact, not a sleep that hopes.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+/// This thread's kernel thread id.
+inline pid_t current_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+/// Waits for child `pid` and returns its exit code; -1 if it did not exit normally.
+inline int wait_exit_code(pid_t pid) {
+  int status = 0;
+  if (ptk::detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); }) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/// Installs a SIGUSR1 handler *without* SA_RESTART while alive, so blocking calls in
+/// a thread sent SIGUSR1 really fail with EINTR; restores the previous disposition.
+class interrupting_handler {
+ public:
+  interrupting_handler() {
+    struct sigaction sa {};
+    sa.sa_handler = &interrupting_handler::on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    ::sigaction(SIGUSR1, &sa, &previous_);
+  }
+  ~interrupting_handler() { ::sigaction(SIGUSR1, &previous_, nullptr); }
+  interrupting_handler(const interrupting_handler&) = delete;
+  interrupting_handler& operator=(const interrupting_handler&) = delete;
+
+  /// How many SIGUSR1 this process has handled so far.
+  static int count() { return counter().load(); }
+
+ private:
+  static std::atomic<int>& counter() {
+    static std::atomic<int> n{0};
+    return n;
+  }
+  static void on_signal(int) { counter().fetch_add(1, std::memory_order_relaxed); }
+  struct sigaction previous_ {};
+};
+
+}  // namespace ptk::test
