@@ -58,7 +58,8 @@ void BM_process_roundtrip_ptk_futex(benchmark::State& state) {
   for (auto _ : state) {
     page->ping.store(++n, std::memory_order_release);
     ptk::detail::futex_wake(page->ping);
-    while (page->pong.load(std::memory_order_acquire) != n) ptk::detail::futex_wait(page->pong, n - 1);
+    while (page->pong.load(std::memory_order_acquire) != n)
+      ptk::detail::futex_wait(page->pong, n - 1);
   }
   page->ping.store(stop_value, std::memory_order_release);
   ptk::detail::futex_wake(page->ping);
@@ -75,7 +76,8 @@ void BM_process_roundtrip_pipe(benchmark::State& state) {
     to_child.second.reset();  // keep only the ends the child uses, so EOF arrives
     to_parent.first.reset();
     char c = 0;
-    while (::read(to_child.first.get(), &c, 1) == 1 && ::write(to_parent.second.get(), &c, 1) == 1) {
+    while (::read(to_child.first.get(), &c, 1) == 1 &&
+           ::write(to_parent.second.get(), &c, 1) == 1) {
     }
     ::_exit(0);
   }

@@ -42,7 +42,8 @@ class comparing_reporter : public benchmark::ConsoleReporter {
       row.scenario = fn.substr(0, slash);
       if (!run.run_name.args.empty()) row.scenario += "/" + run.run_name.args;
       row.implementation = fn.substr(slash + 1);
-      row.real_ns = run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
+      row.real_ns =
+          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
       row.is_median = median;
       record(std::move(row));
     }

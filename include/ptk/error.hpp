@@ -44,8 +44,6 @@ namespace ptk {
 /// @code
 /// if (::mkdir(path, 0700) == -1) ptk::throw_last_os_error("mkdir '" + std::string(path) + "'");
 /// @endcode
-[[noreturn]] inline void throw_last_os_error(std::string_view what) {
-  throw_os_error(errno, what);
-}
+[[noreturn]] inline void throw_last_os_error(std::string_view what) { throw_os_error(errno, what); }
 
 }  // namespace ptk

@@ -4,6 +4,7 @@
 #include <ptk/detail/syscall.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -11,9 +12,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace ptk::test {
@@ -33,10 +34,16 @@ inline int open_fd_count() {
 
 /// The scheduler state letter (R, S, D, ...) of thread `tid` of this process.
 inline char thread_state(pid_t tid) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close_paren = stat.rfind(')');
-  if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) return '?';
+  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd == -1) return '?';
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return '?';
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const auto close_paren = stat.rfind(')');  // the name may itself contain ')'
+  if (close_paren == std::string_view::npos || close_paren + 2 >= stat.size()) return '?';
   return stat[close_paren + 2];
 }
 

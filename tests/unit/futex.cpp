@@ -91,8 +91,12 @@ TEST_CASE("futex_wait_for wakes before its timeout when woken") {
 TEST_CASE("futex_wake_all wakes every waiter") {
   futex_word w{0};
   std::atomic<int> woken{0};
-  std::thread a([&] { if (ptk::detail::futex_wait(w, 0) == futex_status::woken) ++woken; });
-  std::thread b([&] { if (ptk::detail::futex_wait(w, 0) == futex_status::woken) ++woken; });
+  std::thread a([&] {
+    if (ptk::detail::futex_wait(w, 0) == futex_status::woken) ++woken;
+  });
+  std::thread b([&] {
+    if (ptk::detail::futex_wait(w, 0) == futex_status::woken) ++woken;
+  });
   int total = 0;
   REQUIRE(ptk::test::eventually([&] {
     total += ptk::detail::futex_wake_all(w);

@@ -68,12 +68,14 @@ TEST_CASE("retry_on_eintr keeps a blocking read going through real signals") {
 TEST_CASE("check passes results through and turns -1 into a system_error") {
   CHECK(ptk::detail::check(7, "anything") == 7);
   errno = EACCES;
-  CHECK_THROWS_WITH(ptk::detail::check(-1, "open '/root/secret'"), "open '/root/secret': Permission denied");
+  CHECK_THROWS_WITH(ptk::detail::check(-1, "open '/root/secret'"),
+                    "open '/root/secret': Permission denied");
 }
 
 TEST_CASE("checked_call reports a real failing call with its errno") {
   try {
-    (void)ptk::detail::checked_call("close descriptor 12345", [] { return ::fcntl(12345, F_GETFD); });
+    (void)ptk::detail::checked_call("close descriptor 12345",
+                                    [] { return ::fcntl(12345, F_GETFD); });
     FAIL("checked_call did not throw");
   } catch (const std::system_error& e) {
     CHECK(e.code() == std::errc::bad_file_descriptor);

@@ -46,7 +46,8 @@ inline long call(futex_word& word, int op, std::uint32_t val, const timespec* ts
 }
 
 inline timespec to_timespec(std::chrono::steady_clock::time_point t) noexcept {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   if (ns <= 0) return {0, 0};
   return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
@@ -54,10 +55,14 @@ inline timespec to_timespec(std::chrono::steady_clock::time_point t) noexcept {
 inline futex_status classify(long r, const char* what) {
   if (r == 0) return futex_status::woken;
   switch (errno) {
-    case EAGAIN: return futex_status::value_changed;
-    case ETIMEDOUT: return futex_status::timed_out;
-    case EINTR: return futex_status::woken;  // a signal handler ran: callers re-check anyway
-    default: throw_os_error(errno, what);
+    case EAGAIN:
+      return futex_status::value_changed;
+    case ETIMEDOUT:
+      return futex_status::timed_out;
+    case EINTR:
+      return futex_status::woken;  // a signal handler ran: callers re-check anyway
+    default:
+      throw_os_error(errno, what);
   }
 }
 
@@ -66,7 +71,8 @@ inline futex_status classify(long r, const char* what) {
 /// Sleeps while `word == expected`, until woken. Returns at once with
 /// value_changed if the word already differs. A signal is reported as `woken`.
 inline futex_status futex_wait(futex_word& word, std::uint32_t expected) {
-  return futex_impl::classify(futex_impl::call(word, FUTEX_WAIT, expected, nullptr, 0), "futex wait");
+  return futex_impl::classify(futex_impl::call(word, FUTEX_WAIT, expected, nullptr, 0),
+                              "futex wait");
 }
 
 /// As futex_wait, but gives up at `deadline` (CLOCK_MONOTONIC, which is what

@@ -19,7 +19,7 @@ namespace ptk::detail {
 /// Not for close(2): on Linux the descriptor is released even when close reports
 /// EINTR, and retrying could close a descriptor another thread has just opened.
 template <std::invocable F>
-  requires std::is_integral_v<std::invoke_result_t<F>> && std::is_signed_v<std::invoke_result_t<F>>
+requires std::is_integral_v<std::invoke_result_t<F>> && std::is_signed_v<std::invoke_result_t<F>>
 auto retry_on_eintr(F&& f) -> std::invoke_result_t<F> {
   for (;;) {
     auto r = std::forward<F>(f)();

@@ -45,7 +45,8 @@ class unique_fd {
 
   /// A new descriptor for the same open file, with FD_CLOEXEC set.
   [[nodiscard]] unique_fd dup() const {
-    return unique_fd(checked_call("dup descriptor", [&] { return ::fcntl(fd_, F_DUPFD_CLOEXEC, 0); }));
+    return unique_fd(
+        checked_call("dup descriptor", [&] { return ::fcntl(fd_, F_DUPFD_CLOEXEC, 0); }));
   }
 
   friend void swap(unique_fd& a, unique_fd& b) noexcept { std::swap(a.fd_, b.fd_); }
