@@ -45,6 +45,10 @@ constexpr std::uint32_t stop_value = 0xffffffffU;
 void BM_process_roundtrip_ptk_futex(benchmark::State& state) {
   shared_page* page = map_shared_page();
   const pid_t child = ::fork();
+  if (child == -1) {
+    state.SkipWithError("fork failed");
+    return;
+  }
   if (child == 0) {
     std::uint32_t seen = 0;
     for (;;) {
@@ -72,6 +76,10 @@ void BM_process_roundtrip_pipe(benchmark::State& state) {
   auto to_child = ptk::detail::make_pipe();
   auto to_parent = ptk::detail::make_pipe();
   const pid_t child = ::fork();
+  if (child == -1) {
+    state.SkipWithError("fork failed");
+    return;
+  }
   if (child == 0) {
     to_child.second.reset();  // keep only the ends the child uses, so EOF arrives
     to_parent.first.reset();

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <map>
@@ -29,6 +30,10 @@ struct result_row {
 /// The console reporter plus the ratio table at the end.
 class comparing_reporter : public benchmark::ConsoleReporter {
  public:
+  /// Colours only on a terminal, so logs and report files stay plain text.
+  comparing_reporter()
+      : ConsoleReporter(::isatty(STDOUT_FILENO) != 0 ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& run : runs) {
