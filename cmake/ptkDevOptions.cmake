@@ -6,7 +6,11 @@ target_link_libraries(ptk_dev INTERFACE ptk::ptk)
 target_compile_options(ptk_dev INTERFACE
   -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow
   -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual
-  -Wnull-dereference -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough)
+  -Wnull-dereference -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough
+  # GCC before 14 flags designated initializers that leave members to their
+  # default member initializers, which is exactly how ptk's option structs are
+  # meant to be used: pool{{.workers = 2}}.
+  -Wno-missing-field-initializers)
 if(PTK_WERROR)
   target_compile_options(ptk_dev INTERFACE -Werror)
 endif()

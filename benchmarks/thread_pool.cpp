@@ -1,0 +1,387 @@
+// ptk::thread_pool against oneTBB, asio::thread_pool and a mutex + condition
+// variable pool, each scenario side by side in one run. See the ratio table at the
+// end of the output (ptk/peer < 1 means ptk is faster).
+#include <ptk/detail/futex.hpp>
+#include <ptk/thread.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#if PTK_BENCH_HAVE_ASIO
+#include <asio/post.hpp>
+#include <asio/thread_pool.hpp>
+#endif
+#if PTK_BENCH_HAVE_TBB
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_reduce.h>
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <latch>
+#include <thread>
+#include <vector>
+
+#include "compare.hpp"
+#include "mutex_pool.hpp"
+
+namespace {
+
+using ptk::detail::futex_word;
+
+unsigned all_workers() { return std::max(1U, std::thread::hardware_concurrency()); }
+
+// --- recursive fib(30), one task per call above the leaves ---------------------------
+
+long fib_ptk(ptk::thread_pool& pool, int n) {
+  if (n < 2) return n;
+  long a = 0;
+  ptk::task_group g{pool};
+  g.run([&] { a = fib_ptk(pool, n - 1); });
+  const long b = fib_ptk(pool, n - 2);
+  g.wait();
+  return a + b;
+}
+
+#if PTK_BENCH_HAVE_TBB
+long fib_tbb(int n) {
+  if (n < 2) return n;
+  long a = 0;
+  tbb::task_group g;
+  g.run([&] { a = fib_tbb(n - 1); });
+  const long b = fib_tbb(n - 2);
+  g.wait();
+  return a + b;
+}
+
+#endif
+
+constexpr int fib_n = 30;
+constexpr long fib_expected = 832040;
+
+void BM_fib30_ptk(benchmark::State& state) {
+  ptk::thread_pool pool{all_workers()};
+  for (auto _ : state) {
+    const long r = pool.submit([&] { return fib_ptk(pool, fib_n); }).get();
+    if (r != fib_expected) state.SkipWithError("wrong result");
+  }
+}
+
+#if PTK_BENCH_HAVE_TBB
+void BM_fib30_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(all_workers()));
+  for (auto _ : state) {
+    long r = 0;
+    arena.execute([&] { r = fib_tbb(fib_n); });
+    if (r != fib_expected) state.SkipWithError("wrong result");
+  }
+}
+
+#endif
+
+// --- spawn overhead on one worker: spawn and run 1M empty tasks ---------------------
+
+constexpr int spawn_count = 1'000'000;
+
+void BM_spawn_1worker_ptk(benchmark::State& state) {
+  ptk::thread_pool pool{1};
+  for (auto _ : state) {
+    pool.submit([&] {
+          ptk::task_group g{pool};
+          for (int i = 0; i < spawn_count; ++i) g.run([] {});
+          g.wait();
+        })
+        .get();
+  }
+  state.SetItemsProcessed(state.iterations() * spawn_count);
+}
+
+#if PTK_BENCH_HAVE_TBB
+void BM_spawn_1worker_tbb(benchmark::State& state) {
+  tbb::task_arena arena(1);
+  for (auto _ : state) {
+    arena.execute([] {
+      tbb::task_group g;
+      for (int i = 0; i < spawn_count; ++i) g.run([] {});
+      g.wait();
+    });
+  }
+  state.SetItemsProcessed(state.iterations() * spawn_count);
+}
+
+#endif
+
+// --- 1M empty tasks posted from an outside thread, until all have run -------------
+// Each iteration builds the pool, posts, and drains it (join), the same for all.
+
+constexpr int post_count = 1'000'000;
+
+void BM_post_1M_external_ptk(benchmark::State& state) {
+  for (auto _ : state) {
+    ptk::thread_pool pool{all_workers()};
+    for (int i = 0; i < post_count; ++i) pool.post([] {});
+    pool.wait_idle();
+  }
+  state.SetItemsProcessed(state.iterations() * post_count);
+}
+
+#if PTK_BENCH_HAVE_ASIO
+void BM_post_1M_external_asio(benchmark::State& state) {
+  for (auto _ : state) {
+    asio::thread_pool pool{all_workers()};
+    for (int i = 0; i < post_count; ++i) asio::post(pool, [] {});
+    pool.wait();
+  }
+  state.SetItemsProcessed(state.iterations() * post_count);
+}
+
+#endif
+
+#if PTK_BENCH_HAVE_TBB
+void BM_post_1M_external_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(all_workers()));
+  for (auto _ : state) {
+    tbb::task_group g;
+    for (int i = 0; i < post_count; ++i) arena.execute([&] { g.run([] {}); });
+    arena.execute([&] { g.wait(); });
+  }
+  state.SetItemsProcessed(state.iterations() * post_count);
+}
+
+#endif
+
+void BM_post_1M_external_mutex_pool(benchmark::State& state) {
+  for (auto _ : state) {
+    ptk::bench::mutex_pool pool{all_workers()};
+    for (int i = 0; i < post_count; ++i) pool.post([] {});
+  }
+  state.SetItemsProcessed(state.iterations() * post_count);
+}
+
+// --- parallel_reduce: sum of 10M doubles ----------------------------------------
+
+const std::vector<double>& ten_million() {
+  static const std::vector<double> v = [] {
+    std::vector<double> x(10'000'000);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<double>(i % 1000) * 0.5;
+    return x;
+  }();
+  return v;
+}
+
+void BM_reduce_10M_ptk(benchmark::State& state) {
+  const auto& v = ten_million();
+  ptk::thread_pool pool{all_workers()};
+  for (auto _ : state) {
+    const double s = ptk::parallel_reduce(
+        pool, 0, v.size(), 0.0, [&](std::size_t i) { return v[i]; }, std::plus<>{});
+    benchmark::DoNotOptimize(s);
+  }
+}
+
+#if PTK_BENCH_HAVE_TBB
+void BM_reduce_10M_tbb(benchmark::State& state) {
+  const auto& v = ten_million();
+  tbb::task_arena arena(static_cast<int>(all_workers()));
+  for (auto _ : state) {
+    double s = 0;
+    arena.execute([&] {
+      s = tbb::parallel_reduce(
+          tbb::blocked_range<std::size_t>(0, v.size()), 0.0,
+          [&](const tbb::blocked_range<std::size_t>& r, double acc) {
+            for (std::size_t i = r.begin(); i < r.end(); ++i) acc += v[i];
+            return acc;
+          },
+          std::plus<>{});
+    });
+    benchmark::DoNotOptimize(s);
+  }
+}
+
+#endif
+
+// --- wake-up latency: post to an idle (sleeping) pool until the task runs -------------
+// One iteration: post a task that sets a flag and wakes the poster, who sleeps on a
+// futex until then. Between iterations the timer is paused until every worker has
+// gone back to sleep in the kernel, so each iteration measures a wake from idle.
+
+char thread_state(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) return '?';
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return '?';
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  return p != nullptr && p[1] == ' ' ? p[2] : '?';
+}
+
+void wait_until_sleeping(const std::vector<pid_t>& tids) {
+  for (pid_t t : tids) {
+    while (thread_state(t) != 'S') std::this_thread::yield();
+  }
+}
+
+void reply_and_wake(futex_word& done) {
+  done.store(1, std::memory_order_release);
+  ptk::detail::futex_wake(done);
+}
+
+void wait_reply(futex_word& done) {
+  while (done.load(std::memory_order_acquire) == 0) ptk::detail::futex_wait(done, 0);
+  done.store(0, std::memory_order_relaxed);
+}
+
+template <class Post>
+void measure_wakeup(benchmark::State& state, const std::vector<pid_t>& tids, Post post) {
+  futex_word done{0};
+  for (auto _ : state) {
+    state.PauseTiming();
+    wait_until_sleeping(tids);
+    state.ResumeTiming();
+    post([&done] { reply_and_wake(done); });
+    wait_reply(done);
+  }
+}
+
+std::vector<pid_t> tids_of(auto& run_on_each, unsigned n) {
+  std::vector<pid_t> tids(n, 0);
+  std::atomic<unsigned> seen{0};
+  std::latch all(static_cast<std::ptrdiff_t>(n));
+  for (unsigned i = 0; i < n; ++i) {
+    run_on_each([&, i] {
+      tids[seen.fetch_add(1)] = static_cast<pid_t>(::gettid());
+      all.arrive_and_wait();  // keeps each worker busy until all have reported
+    });
+  }
+  all.wait();
+  return tids;
+}
+
+void BM_wakeup_latency_ptk(benchmark::State& state) {
+  ptk::thread_pool pool{1};
+  auto post = [&](auto f) { pool.post(std::move(f)); };
+  const auto tids = tids_of(post, 1);
+  measure_wakeup(state, tids, post);
+}
+
+#if PTK_BENCH_HAVE_ASIO
+void BM_wakeup_latency_asio(benchmark::State& state) {
+  asio::thread_pool pool{1};
+  auto post = [&](auto f) { asio::post(pool, std::move(f)); };
+  const auto tids = tids_of(post, 1);
+  measure_wakeup(state, tids, post);
+}
+
+#endif
+
+void BM_wakeup_latency_mutex_pool(benchmark::State& state) {
+  ptk::bench::mutex_pool pool{1};
+  auto post = [&](auto f) { pool.post(std::move(f)); };
+  const auto tids = tids_of(post, 1);
+  measure_wakeup(state, tids, post);
+}
+
+// The floor: a raw futex wake of a sleeping thread that then wakes us back.
+void BM_wakeup_latency_raw_futex(benchmark::State& state) {
+  futex_word go{0};
+  futex_word done{0};
+  std::atomic<pid_t> tid{0};
+  std::thread t([&] {
+    tid = static_cast<pid_t>(::gettid());
+    for (;;) {
+      while (go.load(std::memory_order_acquire) == 0) ptk::detail::futex_wait(go, 0);
+      if (go.exchange(0) == 2) return;
+      reply_and_wake(done);
+    }
+  });
+  while (tid.load() == 0) std::this_thread::yield();
+  const std::vector<pid_t> tids{tid.load()};
+  for (auto _ : state) {
+    state.PauseTiming();
+    wait_until_sleeping(tids);
+    state.ResumeTiming();
+    go.store(1, std::memory_order_release);
+    ptk::detail::futex_wake(go);
+    wait_reply(done);
+  }
+  go.store(2);
+  ptk::detail::futex_wake(go);
+  t.join();
+}
+
+}  // namespace
+
+BENCHMARK(BM_fib30_ptk)->Name("BM_fib30/ptk")->Unit(benchmark::kMillisecond)->UseRealTime();
+#if PTK_BENCH_HAVE_TBB
+BENCHMARK(BM_fib30_tbb)->Name("BM_fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
+BENCHMARK(BM_spawn_1worker_ptk)
+    ->Name("BM_spawn_1M_1worker/ptk")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#if PTK_BENCH_HAVE_TBB
+BENCHMARK(BM_spawn_1worker_tbb)
+    ->Name("BM_spawn_1M_1worker/tbb")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#endif
+BENCHMARK(BM_post_1M_external_ptk)
+    ->Name("BM_post_1M_external/ptk")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#if PTK_BENCH_HAVE_ASIO
+BENCHMARK(BM_post_1M_external_asio)
+    ->Name("BM_post_1M_external/asio")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#endif
+#if PTK_BENCH_HAVE_TBB
+BENCHMARK(BM_post_1M_external_tbb)
+    ->Name("BM_post_1M_external/tbb")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#endif
+BENCHMARK(BM_post_1M_external_mutex_pool)
+    ->Name("BM_post_1M_external/mutex_pool")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_reduce_10M_ptk)
+    ->Name("BM_reduce_10M_doubles/ptk")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#if PTK_BENCH_HAVE_TBB
+BENCHMARK(BM_reduce_10M_tbb)
+    ->Name("BM_reduce_10M_doubles/tbb")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+#endif
+BENCHMARK(BM_wakeup_latency_ptk)
+    ->Name("BM_wakeup_latency/ptk")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+#if PTK_BENCH_HAVE_ASIO
+BENCHMARK(BM_wakeup_latency_asio)
+    ->Name("BM_wakeup_latency/asio")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+#endif
+BENCHMARK(BM_wakeup_latency_mutex_pool)
+    ->Name("BM_wakeup_latency/mutex_pool")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_wakeup_latency_raw_futex)
+    ->Name("BM_wakeup_latency/raw_futex")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+PTK_BENCHMARK_MAIN()

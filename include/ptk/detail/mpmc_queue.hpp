@@ -1,0 +1,222 @@
+// Internal: an unbounded multi-producer/multi-consumer queue with values stored in
+// place, in linked blocks of 31 slots. The algorithm is crossbeam's SegQueue
+// (Rust, MIT/Apache-2.0), itself after Dmitry Vyukov's bounded queue: a push or a
+// pop is one CAS on an index; a block is allocated once per 31 pushes and freed by
+// whichever of its readers finishes last.
+//
+// Index layout: bits 1.. count positions (32 per block; position 31 of a block is
+// never a slot, it marks "the next block is being installed"); bit 0 of the head
+// index means "the head's block is not the tail's block" (no need to look at tail).
+#pragma once
+
+#include <ptk/config.hpp>
+#include <ptk/detail/atomic.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <thread>
+#include <utility>
+
+namespace ptk::detail {
+
+template <class T>
+class mpmc_queue {
+  static constexpr std::size_t shift = 1;
+  static constexpr std::size_t has_next = 1;
+  static constexpr std::size_t lap = 32;
+  static constexpr std::size_t block_cap = lap - 1;
+
+  static constexpr std::uint32_t written = 1;  // the value is in the slot
+  static constexpr std::uint32_t read = 2;     // the value was taken
+  static constexpr std::uint32_t destroy = 4;  // free the block when you finish
+
+  struct slot {
+    alignas(T) unsigned char storage[sizeof(T)];
+    std::atomic<std::uint32_t> state{0};
+    T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    void wait_written() const noexcept {
+      for (unsigned i = 0; (state.load(std::memory_order_acquire) & written) == 0; ++i) snooze(i);
+    }
+  };
+
+  struct block {
+    std::atomic<block*> next{nullptr};
+    slot slots[block_cap];
+    block* wait_next() const noexcept {
+      for (unsigned i = 0;; ++i) {
+        if (block* n = next.load(std::memory_order_acquire)) return n;
+        snooze(i);
+      }
+    }
+    // Frees the block unless a reader of slot >= start is still busy; that reader
+    // then sees `destroy` and continues from its own slot.
+    static void destroy_from(block* b, std::size_t start) noexcept {
+      for (std::size_t i = start; i + 1 < block_cap; ++i) {
+        slot& s = b->slots[i];
+        if ((s.state.load(std::memory_order_acquire) & read) == 0 &&
+            (s.state.fetch_or(destroy, std::memory_order_acq_rel) & read) == 0) {
+          return;
+        }
+      }
+      delete b;
+    }
+  };
+
+  static void snooze(unsigned i) noexcept {
+    if (i < 64) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+ public:
+  mpmc_queue() = default;
+  mpmc_queue(const mpmc_queue&) = delete;
+  mpmc_queue& operator=(const mpmc_queue&) = delete;
+
+  ~mpmc_queue() {
+    std::size_t head = head_index_.load(std::memory_order_relaxed) & ~has_next;
+    const std::size_t tail = tail_index_.load(std::memory_order_relaxed) & ~has_next;
+    block* b = head_block_.load(std::memory_order_relaxed);
+    while (head != tail) {
+      const std::size_t offset = (head >> shift) % lap;
+      if (offset < block_cap) {
+        b->slots[offset].value()->~T();
+      } else {
+        block* next = b->next.load(std::memory_order_relaxed);
+        delete b;
+        b = next;
+      }
+      head += std::size_t{1} << shift;
+    }
+    delete b;
+  }
+
+  void push(T&& v) {
+    std::size_t tail = tail_index_.load(std::memory_order_acquire);
+    block* b = tail_block_.load(std::memory_order_acquire);
+    block* spare = nullptr;
+    for (unsigned spin = 0;; ++spin) {
+      const std::size_t offset = (tail >> shift) % lap;
+      if (offset == block_cap) {  // another producer is installing the next block
+        snooze(spin);
+        tail = tail_index_.load(std::memory_order_acquire);
+        b = tail_block_.load(std::memory_order_acquire);
+        continue;
+      }
+      if (offset + 1 == block_cap && spare == nullptr) spare = new block;  // before claiming
+      if (b == nullptr) {  // the very first push installs the first block
+        block* first = spare != nullptr ? std::exchange(spare, nullptr) : new block;
+        block* expected = nullptr;
+        if (tail_block_.compare_exchange_strong(expected, first, std::memory_order_release)) {
+          head_block_.store(first, std::memory_order_release);
+          b = first;
+        } else {
+          spare = first;
+          tail = tail_index_.load(std::memory_order_acquire);
+          b = tail_block_.load(std::memory_order_acquire);
+          continue;
+        }
+      }
+      const std::size_t new_tail = tail + (std::size_t{1} << shift);
+      // seq_cst: this claim is also the store half of the handshake with sleeping
+      // consumers (see thread_pool::notify_after_push).
+      if (tail_index_.compare_exchange_weak(tail, new_tail, std::memory_order_seq_cst,
+                                            std::memory_order_acquire)) {
+        if (offset + 1 == block_cap) {  // took the last slot: install the next block
+          block* next = std::exchange(spare, nullptr);
+          tail_block_.store(next, std::memory_order_release);
+          tail_index_.store(new_tail + (std::size_t{1} << shift), std::memory_order_release);
+          b->next.store(next, std::memory_order_release);
+        }
+        slot& s = b->slots[offset];
+        ::new (static_cast<void*>(s.storage)) T(std::move(v));
+        s.state.fetch_or(written, std::memory_order_release);
+        delete spare;  // allocated for a block boundary another producer got to first
+        return;
+      }
+      b = tail_block_.load(std::memory_order_acquire);
+    }
+  }
+
+  bool try_pop(T& out) {
+    std::size_t head = head_index_.load(std::memory_order_acquire);
+    block* b = head_block_.load(std::memory_order_acquire);
+    for (unsigned spin = 0;; ++spin) {
+      const std::size_t offset = (head >> shift) % lap;
+      if (offset == block_cap) {  // another consumer is moving to the next block
+        snooze(spin);
+        head = head_index_.load(std::memory_order_acquire);
+        b = head_block_.load(std::memory_order_acquire);
+        continue;
+      }
+      std::size_t new_head = head + (std::size_t{1} << shift);
+      if ((new_head & has_next) == 0) {
+        seq_cst_fence();
+        const std::size_t tail = tail_index_.load(std::memory_order_relaxed);
+        if ((head >> shift) == (tail >> shift)) return false;  // empty
+        if ((head >> shift) / lap != (tail >> shift) / lap) new_head |= has_next;
+      }
+      if (b == nullptr) {  // the first push is installing the first block
+        snooze(spin);
+        head = head_index_.load(std::memory_order_acquire);
+        b = head_block_.load(std::memory_order_acquire);
+        continue;
+      }
+      if (head_index_.compare_exchange_weak(head, new_head, std::memory_order_seq_cst,
+                                            std::memory_order_acquire)) {
+        if (offset + 1 == block_cap) {  // took the last slot: move the head on
+          block* next = b->wait_next();
+          std::size_t next_index = (new_head & ~has_next) + (std::size_t{1} << shift);
+          if (next->next.load(std::memory_order_relaxed) != nullptr) next_index |= has_next;
+          head_block_.store(next, std::memory_order_release);
+          head_index_.store(next_index, std::memory_order_release);
+        }
+        slot& s = b->slots[offset];
+        s.wait_written();
+        out = std::move(*s.value());
+        s.value()->~T();
+        if (offset + 1 == block_cap) {
+          block::destroy_from(b, 0);
+        } else if ((s.state.fetch_or(read, std::memory_order_acq_rel) & destroy) != 0) {
+          block::destroy_from(b, offset + 1);
+        }
+        return true;
+      }
+      b = head_block_.load(std::memory_order_acquire);
+    }
+  }
+
+  /// How many values were ever pushed (claimed slots; exact when quiescent).
+  [[nodiscard]] std::uint64_t pushed() const noexcept {
+    const std::size_t pos = tail_index_.load(std::memory_order_seq_cst) >> shift;
+    return pos - pos / lap;  // one position per block is not a slot
+  }
+
+  /// A cheap, possibly stale look: false means "probably something to pop". Used to
+  /// skip try_pop (and its fence) on the hot path; never to decide to sleep.
+  [[nodiscard]] bool empty_hint() const noexcept {
+    return (tail_index_.load(std::memory_order_relaxed) >> shift) ==
+           (head_index_.load(std::memory_order_relaxed) >> shift);
+  }
+
+  /// A snapshot of how many values are queued.
+  [[nodiscard]] std::size_t size_approx() const noexcept {
+    const std::size_t t = tail_index_.load(std::memory_order_seq_cst) >> shift;
+    const std::size_t h = head_index_.load(std::memory_order_seq_cst) >> shift;
+    const std::size_t pushed_n = t - t / lap;
+    const std::size_t popped_n = h - h / lap;
+    return pushed_n > popped_n ? pushed_n - popped_n : 0;
+  }
+
+ private:
+  alignas(64) std::atomic<std::size_t> head_index_{0};
+  std::atomic<block*> head_block_{nullptr};
+  alignas(64) std::atomic<std::size_t> tail_index_{0};
+  std::atomic<block*> tail_block_{nullptr};
+};
+
+}  // namespace ptk::detail

@@ -1,0 +1,431 @@
+#include <ptk/detail/unique_fd.hpp>
+#include <ptk/thread/thread_pool.hpp>
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Names of this process's threads, from /proc/self/task/*/comm.
+std::vector<std::pair<pid_t, std::string>> threads_of_this_process() {
+  std::vector<std::pair<pid_t, std::string>> out;
+  DIR* dir = ::opendir("/proc/self/task");
+  REQUIRE(dir != nullptr);
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd == -1) continue;
+    char buf[32] = {};
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    std::string name(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+    out.emplace_back(static_cast<pid_t>(std::stoi(e->d_name)), name);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+std::vector<pid_t> worker_tids(const std::string& prefix) {
+  std::vector<pid_t> tids;
+  for (const auto& [tid, name] : threads_of_this_process()) {
+    if (name.rfind(prefix, 0) == 0) tids.push_back(tid);
+  }
+  return tids;
+}
+
+// A gate a task can block on without helping the pool (std::latch does not run
+// pool tasks), so tests control exactly when a worker is busy.
+struct gate {
+  std::latch open_latch{1};
+  void open() { open_latch.count_down(); }
+  void wait() { open_latch.wait(); }
+};
+
+}  // namespace
+
+TEST_CASE("thread_pool runs every posted task and wait_idle waits for them") {
+  ptk::thread_pool pool{2};
+  std::atomic<int> count{0};
+  for (int i = 0; i < 10000; ++i) pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
+  pool.wait_idle();
+  CHECK(count.load() == 10000);
+  const auto s = pool.stats();
+  CHECK(s.workers == 2);
+  CHECK(s.executed == 10000);
+  CHECK(s.queued == 0);
+  CHECK(s.running == 0);
+}
+
+TEST_CASE("thread_pool defaults to one worker per hardware thread") {
+  ptk::thread_pool pool;
+  CHECK(pool.size() == std::max(1U, std::thread::hardware_concurrency()));
+}
+
+TEST_CASE("submit passes arguments, including move-only ones, and returns the result") {
+  ptk::thread_pool pool{2};
+  auto sum = pool.submit([](int a, int b) { return a + b; }, 2, 40);
+  auto moved =
+      pool.submit([](std::unique_ptr<int> p) { return *p * 2; }, std::make_unique<int>(21));
+  auto text = pool.submit([] { return std::string(100, 'x'); });
+  ptk::future<void> nothing = pool.submit([] {});
+  CHECK(sum.get() == 42);
+  CHECK(moved.get() == 42);
+  CHECK(text.get() == std::string(100, 'x'));
+  nothing.get();
+  CHECK_FALSE(sum.valid());
+}
+
+TEST_CASE("an exception thrown by a submitted task reaches the future with its type") {
+  ptk::thread_pool pool{1};
+  auto f = pool.submit([]() -> int { throw std::out_of_range("index 7"); });
+  CHECK_THROWS_AS(f.get(), std::out_of_range);
+  auto g = pool.submit([] { throw std::runtime_error("boom"); });
+  CHECK_THROWS_WITH(g.get(), "boom");
+}
+
+TEST_CASE("an exception thrown by a posted task goes to the on_error handler") {
+  std::mutex m;
+  std::vector<std::string> seen;
+  ptk::thread_pool pool{{.workers = 2, .on_error = [&](std::exception_ptr e) {
+                           try {
+                             std::rethrow_exception(e);
+                           } catch (const std::exception& ex) {
+                             const std::lock_guard lock(m);
+                             seen.emplace_back(ex.what());
+                           }
+                         }}};
+  pool.post([] { throw std::runtime_error("posted failure"); });
+  pool.post([] {});
+  pool.wait_idle();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0] == "posted failure");
+}
+
+TEST_CASE("by default a posted task that throws terminates with a clear message") {
+  auto err = ptk::detail::make_pipe();
+  const pid_t child = ::fork();
+  REQUIRE(child != -1);
+  if (child == 0) {
+    ::signal(SIGABRT, SIG_DFL);  // the test framework's handler would report it as a failure
+    ::dup2(err.second.get(), STDERR_FILENO);
+    ptk::thread_pool pool{1};
+    pool.post([] { throw std::runtime_error("unhandled in a posted task"); });
+    pool.wait_idle();
+    ::_exit(0);  // not reached: the pool terminates the process
+  }
+  err.second.reset();
+  std::string text;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(err.first.get(), buf, sizeof buf)) > 0)
+    text.append(buf, static_cast<std::size_t>(n));
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(text.find("ptk::thread_pool: a posted task threw") != std::string::npos);
+  CHECK(text.find("unhandled in a posted task") != std::string::npos);
+}
+
+TEST_CASE("tasks waiting on futures of their own pool, more than workers, all finish") {
+  ptk::thread_pool pool{2};
+  std::vector<ptk::future<int>> outer;
+  for (int i = 0; i < 16; ++i) {
+    outer.push_back(pool.submit([&pool, i] {
+      auto inner = pool.submit([i] { return i * 10; });
+      return inner.get() + 1;  // a nested wait: the worker runs other tasks meanwhile
+    }));
+  }
+  for (int i = 0; i < 16; ++i) CHECK(outer[static_cast<std::size_t>(i)].get() == i * 10 + 1);
+}
+
+TEST_CASE("recursive fork-join through futures does not deadlock a small pool") {
+  ptk::thread_pool pool{2};
+  std::function<int(int)> fib = [&](int n) -> int {
+    if (n < 2) return n;
+    auto a = pool.submit(fib, n - 1);
+    const int b = fib(n - 2);
+    return a.get() + b;
+  };
+  CHECK(pool.submit(fib, 18).get() == 2584);
+}
+
+TEST_CASE("tasks spawned inside a task go to its worker's deque and idle workers steal them") {
+  ptk::thread_pool pool{2};
+  constexpr int spawned = 100;
+  std::latch all_ran{spawned};
+  pool.post([&] {
+    for (int i = 0; i < spawned; ++i) pool.post([&] { all_ran.count_down(); });
+    // Block without helping: only the other worker, by stealing, can run them.
+    all_ran.wait();
+  });
+  pool.wait_idle();
+  CHECK(pool.stats().stolen >= spawned);
+  CHECK(pool.stats().executed == spawned + 1);
+}
+
+TEST_CASE("task_group joins its tasks and computes fork-join results") {
+  ptk::thread_pool pool{2};
+  std::function<long(int)> fib = [&](int n) -> long {
+    if (n < 2) return n;
+    long a = 0;
+    ptk::task_group g{pool};
+    g.run([&] { a = fib(n - 1); });
+    const long b = fib(n - 2);
+    g.wait();
+    return a + b;
+  };
+  CHECK(pool.submit(fib, 22).get() == 17711);
+  CHECK(fib(15) == 610);  // from outside the pool too
+}
+
+TEST_CASE("task_group::wait rethrows the first exception of its tasks") {
+  ptk::thread_pool pool{2};
+  ptk::task_group g{pool};
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i) {
+    g.run([&, i] {
+      ran.fetch_add(1);
+      if (i == 3) throw std::invalid_argument("task 3");
+    });
+  }
+  CHECK_THROWS_AS(g.wait(), std::invalid_argument);
+  CHECK(ran.load() == 10);
+  g.run([] {});
+  CHECK_NOTHROW(g.wait());  // the group is reusable and the error was consumed
+}
+
+TEST_CASE("an idle pool sleeps in the kernel and uses under 1% of a core") {
+  const unsigned n = std::max(2U, std::thread::hardware_concurrency());
+  ptk::thread_pool pool{{.workers = n, .name = "idlecheck"}};
+  pool.submit([] {}).get();
+  std::vector<pid_t> tids;
+  REQUIRE(ptk::test::eventually([&] {
+    tids = worker_tids("idlecheck-");
+    return tids.size() == n;
+  }));
+  // Every worker must be asleep before the measurement window starts.
+  REQUIRE(ptk::test::eventually([&] {
+    for (pid_t t : tids) {
+      if (ptk::test::thread_state(t) != 'S') return false;
+    }
+    return true;
+  }));
+  rusage before{};
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(1s);  // the measurement window, not a synchronisation
+  ::getrusage(RUSAGE_SELF, &after);
+  const auto usec = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec +
+           r.ru_stime.tv_usec;
+  };
+  const long used = usec(after) - usec(before);
+  INFO("CPU used by an idle pool of " << n << " workers in 1 s: " << used << " us");
+  CHECK(used < 10'000);
+}
+
+TEST_CASE("a sleeping pool wakes up for a new task") {
+  ptk::thread_pool pool{{.workers = 2, .name = "wakecheck"}};
+  std::vector<pid_t> tids;
+  REQUIRE(ptk::test::eventually([&] {
+    tids = worker_tids("wakecheck-");
+    return tids.size() == 2 && ptk::test::thread_state(tids[0]) == 'S' &&
+           ptk::test::thread_state(tids[1]) == 'S';
+  }));
+  CHECK(pool.submit([] { return 7; }).get() == 7);
+}
+
+TEST_CASE("workers are named after the pool, visible in /proc") {
+  ptk::thread_pool pool{{.workers = 2, .name = "namedpool"}};
+  std::set<std::string> names;
+  REQUIRE(ptk::test::eventually([&] {
+    names.clear();
+    for (const auto& [tid, name] : threads_of_this_process()) names.insert(name);
+    return names.count("namedpool-0") == 1 && names.count("namedpool-1") == 1;
+  }));
+}
+
+TEST_CASE("high-priority tasks run before queued normal ones") {
+  ptk::thread_pool pool{1};
+  gate g;
+  pool.post([&] { g.wait(); });  // occupy the only worker
+  std::mutex m;
+  std::vector<int> order;
+  for (int i = 0; i < 50; ++i) {
+    pool.post([&, i] {
+      const std::lock_guard lock(m);
+      order.push_back(i);
+    });
+  }
+  pool.post(ptk::priority::high, [&] {
+    const std::lock_guard lock(m);
+    order.push_back(-1);
+  });
+  auto high = pool.submit(ptk::priority::high, [] { return 1; });
+  g.open();
+  pool.wait_idle();
+  CHECK(high.get() == 1);
+  REQUIRE(order.size() == 51);
+  CHECK(order.front() == -1);
+}
+
+TEST_CASE("a task that takes a stop_token is stopped through its future") {
+  ptk::thread_pool pool{2};
+  std::atomic<bool> started{false};
+  auto f = pool.submit([&](std::stop_token st) {
+    started = true;
+    long spins = 0;
+    while (!st.stop_requested()) ++spins;
+    return spins >= 0;
+  });
+  REQUIRE(ptk::test::eventually([&] { return started.load(); }));
+  CHECK(f.request_stop());
+  CHECK(f.get());
+}
+
+TEST_CASE("destroying the pool requests stop of long tasks and joins every worker") {
+  const auto threads_before = threads_of_this_process().size();
+  std::atomic<bool> started{false};
+  ptk::future<int> f;
+  {
+    ptk::thread_pool pool{2};
+    f = pool.submit(
+        [&](std::stop_token st, int code) {
+          started = true;
+          while (!st.stop_requested()) std::this_thread::yield();
+          return code;
+        },
+        5);
+    REQUIRE(ptk::test::eventually([&] { return started.load(); }));
+  }
+  CHECK(f.get() == 5);
+  CHECK(threads_of_this_process().size() == threads_before);
+}
+
+TEST_CASE("the destructor drains queued tasks by default") {
+  std::atomic<int> ran{0};
+  {
+    ptk::thread_pool pool{1};
+    gate g;
+    pool.post([&] { g.wait(); });
+    for (int i = 0; i < 100; ++i) pool.post([&] { ran.fetch_add(1); });
+    g.open();
+  }
+  CHECK(ran.load() == 100);
+}
+
+TEST_CASE("shutdown with discard drops queued tasks and breaks their futures") {
+  ptk::thread_pool pool{1};
+  // The blocker holds the only worker until shutdown has begun.
+  std::atomic<bool> started{false};
+  pool.post([&started, st = pool.get_stop_token()] {
+    started = true;
+    while (!st.stop_requested()) std::this_thread::yield();
+  });
+  REQUIRE(ptk::test::eventually([&] { return started.load(); }));
+  std::vector<ptk::future<int>> queued;
+  for (int i = 0; i < 10; ++i) queued.push_back(pool.submit([i] { return i; }));
+  pool.shutdown(ptk::shutdown_policy::discard);
+  for (auto& f : queued) {
+    try {
+      (void)f.get();
+      FAIL("a discarded task ran");
+    } catch (const std::future_error& e) {
+      CHECK(e.code() == std::future_errc::broken_promise);
+    }
+  }
+  CHECK(pool.stats().discarded == 10);
+  CHECK_THROWS_AS(pool.post([] {}), std::runtime_error);
+}
+
+TEST_CASE("wait_idle from one of the pool's own workers is a logic error") {
+  ptk::thread_pool pool{1};
+  auto f = pool.submit([&] { pool.wait_idle(); });
+  CHECK_THROWS_AS(f.get(), std::logic_error);
+}
+
+TEST_CASE("future::wait_for times out on an unfinished task and succeeds once it is done") {
+  ptk::thread_pool pool{1};
+  gate g;
+  auto f = pool.submit([&] {
+    g.wait();
+    return 3;
+  });
+  CHECK_FALSE(f.wait_for(20ms));
+  CHECK_FALSE(f.is_ready());
+  g.open();
+  CHECK(f.wait_for(60s));
+  CHECK(f.is_ready());
+  CHECK(f.get() == 3);
+  CHECK_THROWS_AS(f.get(), std::future_error);  // no state after get()
+}
+
+TEST_CASE("a burst of submissions to a blocked pool is queued whole and then all run") {
+  ptk::thread_pool pool{1};
+  gate g;
+  std::atomic<bool> blocked{false};
+  pool.post([&] {
+    blocked = true;
+    g.wait();
+  });
+  REQUIRE(ptk::test::eventually([&] { return blocked.load(); }));
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 100000; ++i) pool.post([&] { ran.fetch_add(1); });
+  CHECK(pool.stats().queued == 100000);
+  CHECK(pool.stats().running == 1);
+  g.open();
+  pool.wait_idle();
+  CHECK(ran.load() == 100000);
+  CHECK(pool.stats().queued == 0);
+}
+
+TEST_CASE("many threads posting at once lose and duplicate nothing") {
+  ptk::thread_pool pool{2};
+  constexpr int posters = 4;
+  constexpr int per_poster = 20000;
+  std::vector<std::atomic<int>> hits(posters * per_poster);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < posters; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < per_poster; ++i) {
+        pool.post(
+            [&hits, k = p * per_poster + i] { hits[static_cast<std::size_t>(k)].fetch_add(1); });
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  pool.wait_idle();
+  int wrong = 0;
+  for (auto& h : hits) wrong += h.load() == 1 ? 0 : 1;
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("wait_idle_for reports a pool that stays busy") {
+  ptk::thread_pool pool{1};
+  gate g;
+  pool.post([&] { g.wait(); });
+  CHECK_FALSE(pool.wait_idle_for(20ms));
+  g.open();
+  CHECK(pool.wait_idle_for(60s));
+}
