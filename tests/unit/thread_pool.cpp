@@ -305,11 +305,11 @@ TEST_CASE("a task that takes a stop_token is stopped through its future") {
 }
 
 TEST_CASE("destroying the pool requests stop of long tasks and joins every worker") {
-  const auto threads_before = threads_of_this_process().size();
   std::atomic<bool> started{false};
   ptk::future<int> f;
   {
-    ptk::thread_pool pool{2};
+    ptk::thread_pool pool{{.workers = 2, .name = "stopcheck"}};
+    REQUIRE(ptk::test::eventually([] { return worker_tids("stopcheck-").size() == 2; }));
     f = pool.submit(
         [&](std::stop_token st, int code) {
           started = true;
@@ -320,7 +320,7 @@ TEST_CASE("destroying the pool requests stop of long tasks and joins every worke
     REQUIRE(ptk::test::eventually([&] { return started.load(); }));
   }
   CHECK(f.get() == 5);
-  CHECK(threads_of_this_process().size() == threads_before);
+  CHECK(worker_tids("stopcheck-").empty());  // joined: no worker outlives its pool
 }
 
 TEST_CASE("the destructor drains queued tasks by default") {

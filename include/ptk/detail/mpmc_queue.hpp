@@ -190,6 +190,66 @@ class mpmc_queue {
     }
   }
 
+  /// Pops up to `max` values (at least one, never past the end of the head's block)
+  /// with one claim, handing each to `sink` in queue order. Returns how many; 0 when
+  /// empty. `share` divides what is queued: a consumer takes available / share + 1,
+  /// leaving the rest to other consumers.
+  template <class Sink>
+  std::size_t try_pop_many(Sink&& sink, std::size_t max, std::size_t share) {
+    std::size_t head = head_index_.load(std::memory_order_acquire);
+    block* b = head_block_.load(std::memory_order_acquire);
+    for (unsigned spin = 0;; ++spin) {
+      const std::size_t offset = (head >> shift) % lap;
+      if (offset == block_cap) {
+        snooze(spin);
+        head = head_index_.load(std::memory_order_acquire);
+        b = head_block_.load(std::memory_order_acquire);
+        continue;
+      }
+      seq_cst_fence();
+      const std::size_t tail = tail_index_.load(std::memory_order_relaxed);
+      const std::size_t available = (tail >> shift) - (head >> shift);
+      if (available == 0) return 0;
+      std::size_t n = available / (share == 0 ? 1 : share) + 1;
+      if (n > max) n = max;
+      if (n > available) n = available;
+      if (n > block_cap - offset) n = block_cap - offset;
+      std::size_t new_head = head + (n << shift);
+      if ((head >> shift) / lap != (tail >> shift) / lap) new_head |= has_next;
+      if (b == nullptr) {
+        snooze(spin);
+        head = head_index_.load(std::memory_order_acquire);
+        b = head_block_.load(std::memory_order_acquire);
+        continue;
+      }
+      if (head_index_.compare_exchange_weak(head, new_head, std::memory_order_seq_cst,
+                                            std::memory_order_acquire)) {
+        if (offset + n == block_cap) {  // took the block's last slot: move the head on
+          block* next = b->wait_next();
+          std::size_t next_index = (new_head & ~has_next) + (std::size_t{1} << shift);
+          if (next->next.load(std::memory_order_relaxed) != nullptr) next_index |= has_next;
+          head_block_.store(next, std::memory_order_release);
+          head_index_.store(next_index, std::memory_order_release);
+        }
+        // Exactly what n single pops by this thread would do, slot by slot.
+        for (std::size_t i = offset; i < offset + n; ++i) {
+          slot& sl = b->slots[i];
+          sl.wait_written();
+          T v = std::move(*sl.value());
+          sl.value()->~T();
+          if (i + 1 == block_cap) {
+            block::destroy_from(b, 0);
+          } else if ((sl.state.fetch_or(read, std::memory_order_acq_rel) & destroy) != 0) {
+            block::destroy_from(b, i + 1);
+          }
+          sink(std::move(v));
+        }
+        return n;
+      }
+      b = head_block_.load(std::memory_order_acquire);
+    }
+  }
+
   /// How many values were ever pushed (claimed slots; exact when quiescent).
   [[nodiscard]] std::uint64_t pushed() const noexcept {
     const std::size_t pos = tail_index_.load(std::memory_order_seq_cst) >> shift;

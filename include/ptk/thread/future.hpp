@@ -59,10 +59,11 @@ class future_state {
         word_, future_sleeper, [](std::uint32_t v) { return (v & future_ready) != 0; }, deadline);
   }
 
-  T take() {
-    if (error_) std::rethrow_exception(error_);
-    return result_.take();
-  }
+  /// Moves the exception out (null if the task succeeded). Moving it, rather than
+  /// copying, makes the reader the only owner: the exception object then dies on the
+  /// reader's thread, whatever the order in which the two sides release the state.
+  std::exception_ptr take_error() noexcept { return std::move(error_); }
+  T take_value() { return result_.take(); }
 
   bool request_stop() noexcept { return stop_.request_stop(); }
   [[nodiscard]] bool stop_possible() const noexcept { return stop_.stop_possible(); }
@@ -270,7 +271,8 @@ class future {
       future& f;
       ~release_on_exit() { f.reset(); }
     } guard{*this};
-    return s_->take();
+    if (std::exception_ptr e = s_->take_error()) std::rethrow_exception(std::move(e));
+    return s_->take_value();
   }
 
   /// Asks the task to stop, through the `std::stop_token` it was given.

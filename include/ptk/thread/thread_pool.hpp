@@ -279,6 +279,7 @@ class thread_pool {
   void worker_main(unsigned index);
   bool idle(worker& w);
   void report_error(std::exception_ptr e) noexcept;
+  static constexpr std::size_t batch_max = 16;  // tasks moved from a shared queue at once
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
@@ -289,9 +290,11 @@ class thread_pool {
   detail::mpmc_queue<detail::task_fn> queues_[2];
   // Parking: sleepers_ workers are asleep (or about to be) on epoch_; searching_
   // workers are awake and looking, so a new task needs no wake-up call.
+  // Each on its own cache line: posters read sleepers_ on every post, while
+  // searching_ and epoch_ change whenever a worker runs dry.
   alignas(64) detail::futex_word epoch_{0};
-  std::atomic<std::uint32_t> sleepers_{0};
-  std::atomic<std::uint32_t> searching_{0};
+  alignas(64) std::atomic<std::uint32_t> sleepers_{0};
+  alignas(64) std::atomic<std::uint32_t> searching_{0};
   // wait_idle() callers sleep on idle_epoch_.
   alignas(64) detail::futex_word idle_epoch_{0};
   std::atomic<std::uint32_t> idle_waiters_{0};
@@ -494,9 +497,24 @@ inline bool thread_pool::run_one(worker& w) {
     detail::node_cache().recycle(n);
     return true;
   }
-  if (take_shared(1, t)) {
-    // More queued work and nobody looking for it: bring in another worker.
-    if (queues_[1].size_approx() != 0) wake_if_sleeping();
+  // From the shared queue, take a fair share in one claim: the first runs now, the
+  // rest go to this worker's deque, where idle workers can still steal them. Fewer
+  // claims on the shared queue means less cache-line traffic with its producers.
+  std::size_t taken = 0;
+  if (!queues_[1].empty_hint()) {
+    taken = queues_[1].try_pop_many(
+        [&](detail::task_fn&& f) {
+          if (taken++ == 0) {
+            t = std::move(f);
+          } else {  // already counted as pushed by the queue
+            w.deque.push(detail::node_cache().make(std::move(f)));
+          }
+        },
+        batch_max, workers_.size());
+  }
+  if (taken != 0) {
+    // More work queued and nobody looking for it: bring in another worker.
+    if (taken > 1 || queues_[1].size_approx() != 0) notify_after_push();
     run(w, t);
     return true;
   }
