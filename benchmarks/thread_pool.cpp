@@ -5,6 +5,7 @@
 #include <ptk/thread.hpp>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #if PTK_BENCH_HAVE_ASIO
@@ -20,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -85,36 +87,38 @@ void BM_fib30_tbb(benchmark::State& state) {
 
 #endif
 
-// --- spawn overhead on one worker: spawn and run 1M empty tasks ---------------------
+// --- spawn overhead on one worker: a binary tree of tasks, fib(25) -----------------
+// With one worker nothing is stolen, so the time per spawned task is the pool's own
+// cost: creating, queueing, running and joining one task.
 
-constexpr int spawn_count = 1'000'000;
+constexpr int spawn_fib_n = 25;
+constexpr long spawned_tasks = 121392;  // calls of fib(25) with n >= 2: one spawn each
 
 void BM_spawn_1worker_ptk(benchmark::State& state) {
   ptk::thread_pool pool{1};
   for (auto _ : state) {
-    pool.submit([&] {
-          ptk::task_group g{pool};
-          for (int i = 0; i < spawn_count; ++i) g.run([] {});
-          g.wait();
-        })
-        .get();
+    const long r = pool.submit([&] { return fib_ptk(pool, spawn_fib_n); }).get();
+    benchmark::DoNotOptimize(r);
   }
-  state.SetItemsProcessed(state.iterations() * spawn_count);
+  state.SetItemsProcessed(state.iterations() * spawned_tasks);
+  state.counters["ns_per_task"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * spawned_tasks),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 #if PTK_BENCH_HAVE_TBB
 void BM_spawn_1worker_tbb(benchmark::State& state) {
   tbb::task_arena arena(1);
   for (auto _ : state) {
-    arena.execute([] {
-      tbb::task_group g;
-      for (int i = 0; i < spawn_count; ++i) g.run([] {});
-      g.wait();
-    });
+    long r = 0;
+    arena.execute([&] { r = fib_tbb(spawn_fib_n); });
+    benchmark::DoNotOptimize(r);
   }
-  state.SetItemsProcessed(state.iterations() * spawn_count);
+  state.SetItemsProcessed(state.iterations() * spawned_tasks);
+  state.counters["ns_per_task"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * spawned_tasks),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-
 #endif
 
 // --- 1M empty tasks posted from an outside thread, until all have run -------------
@@ -319,6 +323,49 @@ void BM_wakeup_latency_raw_futex(benchmark::State& state) {
   t.join();
 }
 
+// --- idle CPU: what a pool of all workers costs while it has nothing to do ----------
+// One iteration: run one task (so every worker has started), then measure this
+// process's CPU time over one second of idleness. metric = percent of one core.
+
+long process_cpu_us() {
+  rusage r{};
+  ::getrusage(RUSAGE_SELF, &r);
+  return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec +
+         r.ru_stime.tv_usec;
+}
+
+template <class Pool, class Post>
+void measure_idle(benchmark::State& state, Pool& pool, Post post) {
+  for (auto _ : state) {
+    std::latch ran{1};
+    post(pool, [&ran] { ran.count_down(); });
+    ran.wait();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let spinning end
+    const long before = process_cpu_us();
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // the measurement window
+    const long used = process_cpu_us() - before;
+    state.counters["cpu_pct"] = static_cast<double>(used) / 1e4;
+    state.counters["metric"] = static_cast<double>(used) / 1e4;
+  }
+}
+
+void BM_idle_cpu_ptk(benchmark::State& state) {
+  ptk::thread_pool pool{all_workers()};
+  measure_idle(state, pool, [](auto& p, auto f) { p.post(std::move(f)); });
+}
+
+#if PTK_BENCH_HAVE_ASIO
+void BM_idle_cpu_asio(benchmark::State& state) {
+  asio::thread_pool pool{all_workers()};
+  measure_idle(state, pool, [](auto& p, auto f) { asio::post(p, std::move(f)); });
+}
+#endif
+
+void BM_idle_cpu_mutex_pool(benchmark::State& state) {
+  ptk::bench::mutex_pool pool{all_workers()};
+  measure_idle(state, pool, [](auto& p, auto f) { p.post(std::move(f)); });
+}
+
 }  // namespace
 
 BENCHMARK(BM_fib30_ptk)->Name("BM_fib30/ptk")->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -326,12 +373,12 @@ BENCHMARK(BM_fib30_ptk)->Name("BM_fib30/ptk")->Unit(benchmark::kMillisecond)->Us
 BENCHMARK(BM_fib30_tbb)->Name("BM_fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
 #endif
 BENCHMARK(BM_spawn_1worker_ptk)
-    ->Name("BM_spawn_1M_1worker/ptk")
+    ->Name("BM_spawn_fib25_1worker/ptk")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 #if PTK_BENCH_HAVE_TBB
 BENCHMARK(BM_spawn_1worker_tbb)
-    ->Name("BM_spawn_1M_1worker/tbb")
+    ->Name("BM_spawn_fib25_1worker/tbb")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 #endif
@@ -383,5 +430,11 @@ BENCHMARK(BM_wakeup_latency_raw_futex)
     ->Name("BM_wakeup_latency/raw_futex")
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+
+BENCHMARK(BM_idle_cpu_ptk)->Name("BM_idle_cpu_1s/ptk")->Iterations(1)->UseRealTime();
+#if PTK_BENCH_HAVE_ASIO
+BENCHMARK(BM_idle_cpu_asio)->Name("BM_idle_cpu_1s/asio")->Iterations(1)->UseRealTime();
+#endif
+BENCHMARK(BM_idle_cpu_mutex_pool)->Name("BM_idle_cpu_1s/mutex_pool")->Iterations(1)->UseRealTime();
 
 PTK_BENCHMARK_MAIN()

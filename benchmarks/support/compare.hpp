@@ -5,7 +5,8 @@
 // a table pairs every ptk row with every peer row of the same scenario (and the
 // same arguments) and prints the ratio of their real times, measured in this one
 // process run: ratio < 1 means ptk is faster. With --benchmark_repetitions, the
-// medians are compared.
+// medians are compared. A benchmark that measures something other than time sets
+// state.counters["metric"] (lower is better), and that value is compared instead.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -47,8 +48,11 @@ class comparing_reporter : public benchmark::ConsoleReporter {
       row.scenario = fn.substr(0, slash);
       if (!run.run_name.args.empty()) row.scenario += "/" + run.run_name.args;
       row.implementation = fn.substr(slash + 1);
+      const auto metric = run.counters.find("metric");
       row.real_ns =
-          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
+          metric != run.counters.end()
+              ? metric->second.value
+              : run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
       row.is_median = median;
       record(std::move(row));
     }
@@ -69,11 +73,11 @@ class comparing_reporter : public benchmark::ConsoleReporter {
           if (peer_name.rfind("ptk", 0) == 0 || peer_ns <= 0) continue;
           if (!header) {
             std::fprintf(out, "\n%-36s %-18s %-18s %14s %14s %10s\n", "scenario", "ptk", "peer",
-                         "ptk ns", "peer ns", "ptk/peer");
+                         "ptk ns|metric", "peer", "ptk/peer");
             header = true;
           }
           const double ratio = ptk_ns / peer_ns;
-          std::fprintf(out, "%-36s %-18s %-18s %14.1f %14.1f %9.3fx %s\n", scenario.c_str(),
+          std::fprintf(out, "%-36s %-18s %-18s %14.6g %14.6g %9.3fx %s\n", scenario.c_str(),
                        ptk_name.c_str(), peer_name.c_str(), ptk_ns, peer_ns, ratio,
                        ratio <= 1.0 ? "(ptk faster)" : "(ptk slower)");
         }
