@@ -5,6 +5,8 @@
 #include <ptk/thread.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -245,8 +247,34 @@ void wait_reply(futex_word& done) {
   done.store(0, std::memory_order_relaxed);
 }
 
+// Where threads run decides what a wake-up costs (same CPU: a context switch;
+// another, idle CPU: an inter-processor interrupt, on a VM a hypervisor exit), so
+// every variant runs the measuring thread on CPU 0 and the woken thread on CPU 1.
+void pin_self_to(unsigned cpu) {
+  if (std::thread::hardware_concurrency() < 2) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+}
+
+class main_on_cpu0 {
+ public:
+  main_on_cpu0() {
+    ::pthread_getaffinity_np(::pthread_self(), sizeof saved_, &saved_);
+    pin_self_to(0);
+  }
+  ~main_on_cpu0() { ::pthread_setaffinity_np(::pthread_self(), sizeof saved_, &saved_); }
+  main_on_cpu0(const main_on_cpu0&) = delete;
+  main_on_cpu0& operator=(const main_on_cpu0&) = delete;
+
+ private:
+  cpu_set_t saved_{};
+};
+
 template <class Post>
 void measure_wakeup(benchmark::State& state, const std::vector<pid_t>& tids, Post post) {
+  const main_on_cpu0 pinned;
   futex_word done{0};
   for (auto _ : state) {
     state.PauseTiming();
@@ -263,6 +291,7 @@ std::vector<pid_t> tids_of(auto& run_on_each, unsigned n) {
   std::latch all(static_cast<std::ptrdiff_t>(n));
   for (unsigned i = 0; i < n; ++i) {
     run_on_each([&, i] {
+      pin_self_to(1);
       tids[seen.fetch_add(1)] = static_cast<pid_t>(::gettid());
       all.arrive_and_wait();  // keeps each worker busy until all have reported
     });
@@ -300,7 +329,9 @@ void BM_wakeup_latency_raw_futex(benchmark::State& state) {
   futex_word go{0};
   futex_word done{0};
   std::atomic<pid_t> tid{0};
+  const main_on_cpu0 pinned;
   std::thread t([&] {
+    pin_self_to(1);
     tid = static_cast<pid_t>(::gettid());
     for (;;) {
       while (go.load(std::memory_order_acquire) == 0) ptk::detail::futex_wait(go, 0);
