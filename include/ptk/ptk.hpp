@@ -11,6 +11,7 @@
 
 #include <ptk/config.hpp>
 #include <ptk/error.hpp>
+#include <ptk/thread.hpp>
 #include <ptk/version.hpp>
 
 /// @brief Everything public in ptk lives in this namespace; internals are in `ptk::detail`.

@@ -429,3 +429,41 @@ TEST_CASE("wait_idle_for reports a pool that stays busy") {
   g.open();
   CHECK(pool.wait_idle_for(60s));
 }
+
+TEST_CASE("tasks of one priority start in submission order on one worker") {
+  ptk::thread_pool pool{1};
+  gate g;
+  pool.post([&] { g.wait(); });
+  std::vector<int> order;  // one worker: no lock needed
+  for (int i = 0; i < 200; ++i) pool.post([&, i] { order.push_back(i); });
+  g.open();
+  pool.wait_idle();
+  REQUIRE(order.size() == 200);
+  bool in_order = true;
+  for (int i = 0; i < 200; ++i) in_order = in_order && order[static_cast<std::size_t>(i)] == i;
+  CHECK(in_order);
+}
+
+TEST_CASE("a wait on a future or on the pool ends when its stop token is triggered") {
+  ptk::thread_pool pool{1};
+  gate g;
+  auto f = pool.submit([&] {
+    g.wait();
+    return 1;
+  });
+  std::stop_source stop;
+  std::atomic<bool> future_wait_result{true};
+  std::atomic<bool> idle_wait_result{true};
+  std::thread waiter([&] {
+    future_wait_result = f.wait(stop.get_token());
+    idle_wait_result = pool.wait_idle(stop.get_token());
+  });
+  stop.request_stop();
+  waiter.join();
+  CHECK_FALSE(future_wait_result.load());
+  CHECK_FALSE(idle_wait_result.load());
+  g.open();
+  CHECK(f.wait(std::stop_token{}));
+  CHECK(f.get() == 1);
+  CHECK(pool.wait_idle(std::stop_token{}));
+}

@@ -83,7 +83,7 @@ class task_fn {
         D& d = *std::launder(static_cast<D*>(p));
         struct destroy_at_exit {
           D& d;
-          ~destroy_at_exit() { d.~D(); }
+          ~destroy_at_exit() { std::destroy_at(&d); }
         } guard{d};
         d();
       },

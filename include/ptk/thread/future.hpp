@@ -31,6 +31,7 @@ namespace detail {
 
 inline constexpr std::uint32_t future_ready = 1;
 inline constexpr std::uint32_t future_sleeper = 2;
+inline constexpr std::uint32_t future_nudge = 4;  // flipped to wake a waiter that must re-check
 
 template <class T>
 struct result_slot {
@@ -57,6 +58,21 @@ class future_state {
   bool wait_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
     return wait_on_word(
         word_, future_sleeper, [](std::uint32_t v) { return (v & future_ready) != 0; }, deadline);
+  }
+
+  // Waits until ready or until stop is requested; true if ready.
+  bool wait_or_stop(std::stop_token stop) {
+    std::atomic<bool> stopped{false};
+    // The callback flips a bit of the word the waiter sleeps on, so a stop request
+    // that lands just before the waiter sleeps still ends the sleep.
+    const std::stop_callback on_stop(std::move(stop), [this, &stopped] {
+      stopped.store(true);
+      word_.fetch_xor(future_nudge, std::memory_order_acq_rel);
+      futex_wake_all(word_);
+    });
+    wait_on_word(word_, future_sleeper,
+                 [&](std::uint32_t v) { return (v & future_ready) != 0 || stopped.load(); });
+    return ready();
   }
 
   /// Moves the exception out (null if the task succeeded). Moving it, rather than
@@ -241,6 +257,15 @@ class future {
   void wait() const {
     check_valid();
     s_->wait_until(std::nullopt);
+  }
+
+  /// Blocks until the result is available or stop is requested on `stop`.
+  /// @param stop a token whose stop request ends the wait (not the task: see
+  ///        request_stop()).
+  /// @return whether the result is available.
+  bool wait(std::stop_token stop) const {
+    check_valid();
+    return s_->wait_or_stop(std::move(stop));
   }
 
   /// Blocks until the result is available or `timeout` has passed.

@@ -306,8 +306,10 @@ namespace ptk {
 /// @param tid the kernel thread id (see ptk::this_thread_id and ptk::thread::native_id).
 /// @return the thread's name, state, CPU times, context switches, last CPU and priority.
 /// @throws std::system_error "thread_info <tid>: No such file or directory" (ENOENT)
-///         when this process has no such thread (also once it has exited), or another
-///         errno if /proc cannot be read.
+///         when this process has no such thread, or another errno if /proc cannot be
+///         read. A thread that has just exited (even one already joined: the kernel
+///         wakes the joiner slightly before it removes the thread) may still be
+///         reported for a moment, as a zombie or dead thread.
 /// @throws std::runtime_error if /proc answers in a format ptk does not understand.
 [[nodiscard]] inline thread_stats thread_info(pid_t tid) {
   const std::string id = std::to_string(tid);

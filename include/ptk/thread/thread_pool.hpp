@@ -174,6 +174,11 @@ class thread_pool {
   /// Throws std::logic_error if called from one of this pool's own workers.
   void wait_idle() { wait_idle_until(std::nullopt); }
 
+  /// As wait_idle(), giving up when stop is requested on `stop`.
+  /// @param stop a token whose stop request ends the wait.
+  /// @return true if the pool became idle, false if the wait was stopped first.
+  bool wait_idle(std::stop_token stop) { return wait_idle_until(std::nullopt, std::move(stop)); }
+
   /// As wait_idle(), giving up after `timeout`.
   /// @param timeout how long to wait at most.
   /// @return whether the pool became idle in time.
@@ -257,7 +262,8 @@ class thread_pool {
   void wake_one() noexcept;
   void wake_all() noexcept;
   void notify_idle_waiters() noexcept;
-  bool wait_idle_until(std::optional<std::chrono::steady_clock::time_point> deadline);
+  bool wait_idle_until(std::optional<std::chrono::steady_clock::time_point> deadline,
+                       std::stop_token stop = {});
   [[nodiscard]] bool quiescent() const noexcept;
   [[nodiscard]] bool work_visible() const noexcept;
   // What waits on a worker use to run this pool's tasks (see wait_on_word).
@@ -421,12 +427,20 @@ inline bool thread_pool::quiescent() const noexcept {
 }
 
 inline bool thread_pool::wait_idle_until(
-    std::optional<std::chrono::steady_clock::time_point> deadline) {
+    std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop) {
   if (running_in_this_thread()) {
     throw std::logic_error("ptk::thread_pool::wait_idle called from one of its own workers");
   }
+  std::atomic<bool> stopped{false};
+  // A stop request changes the word the waiter sleeps on, so it cannot be missed.
+  const std::stop_callback on_stop(std::move(stop), [&] {
+    stopped.store(true);
+    idle_epoch_.fetch_add(1, std::memory_order_release);
+    detail::futex_wake_all(idle_epoch_);
+  });
   for (;;) {
     if (quiescent()) return true;
+    if (stopped.load()) return false;
     idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
     const std::uint32_t e = idle_epoch_.load(std::memory_order_seq_cst);
     if (quiescent()) {
@@ -502,15 +516,20 @@ inline bool thread_pool::run_one(worker& w) {
   // claims on the shared queue means less cache-line traffic with its producers.
   std::size_t taken = 0;
   if (!queues_[1].empty_hint()) {
+    detail::task_node* extra[batch_max];
     taken = queues_[1].try_pop_many(
         [&](detail::task_fn&& f) {
-          if (taken++ == 0) {
+          if (taken == 0) {
             t = std::move(f);
-          } else {  // already counted as pushed by the queue
-            w.deque.push(detail::node_cache().make(std::move(f)));
+          } else {
+            extra[taken - 1] = detail::node_cache().make(std::move(f));
           }
+          ++taken;
         },
         batch_max, workers_.size());
+    // Pushed newest first, so the owner's LIFO pops keep the submission order.
+    // (They are already counted as pushed by the queue.)
+    for (std::size_t i = taken; i > 1; --i) w.deque.push(extra[i - 2]);
   }
   if (taken != 0) {
     // More work queued and nobody looking for it: bring in another worker.
