@@ -467,3 +467,31 @@ TEST_CASE("a wait on a future or on the pool ends when its stop token is trigger
   CHECK(f.get() == 1);
   CHECK(pool.wait_idle(std::stop_token{}));
 }
+
+namespace {
+// The smallest coroutine type that can use pool.schedule(): eager, fire and forget.
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+detached hop_to(ptk::thread_pool& pool, std::atomic<bool>& on_worker, std::latch& done) {
+  co_await pool.schedule();
+  on_worker = pool.running_in_this_thread();
+  done.count_down();
+}
+}  // namespace
+
+TEST_CASE("co_await pool.schedule() resumes the coroutine on a worker") {
+  ptk::thread_pool pool{2};
+  std::atomic<bool> on_worker{false};
+  std::latch done{1};
+  hop_to(pool, on_worker, done);
+  done.wait();
+  CHECK(on_worker.load());
+}

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -186,6 +187,42 @@ class thread_pool {
   bool wait_idle_for(std::chrono::duration<Rep, Period> timeout) {
     return wait_idle_until(std::chrono::steady_clock::now() +
                            std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+  }
+
+  /// @brief What `co_await pool.schedule()` waits on: resumes the coroutine on a worker.
+  class schedule_awaitable {
+   public:
+    /// @return false: always suspends (even on a worker, so a long coroutine yields).
+    bool await_ready() const noexcept { return false; }
+    /// Queues the coroutine's resumption on the pool.
+    /// @param h the suspended coroutine.
+    void await_suspend(std::coroutine_handle<> h) { pool_.post(p_, resume_task{h}); }
+    /// Nothing to return: the coroutine now runs on a worker.
+    void await_resume() const noexcept {}
+
+   private:
+    friend class thread_pool;
+    schedule_awaitable(thread_pool& pool, priority p) noexcept : pool_(pool), p_(p) {}
+    struct resume_task {
+      std::coroutine_handle<> h;
+      void operator()() const { h.resume(); }
+    };
+    thread_pool& pool_;
+    priority p_;
+  };
+
+  /// Moves the calling coroutine onto one of the pool's workers.
+  ///
+  /// @code
+  /// ptk::task<int> work(ptk::thread_pool& pool) {
+  ///   co_await pool.schedule();  // from here on, on a worker
+  ///   co_return 42;
+  /// }
+  /// @endcode
+  /// @param p the priority of the resumption.
+  /// @return an awaitable that resumes the coroutine on a worker.
+  [[nodiscard]] schedule_awaitable schedule(priority p = priority::normal) noexcept {
+    return {*this, p};
   }
 
   /// @return a snapshot of the pool's counters.
