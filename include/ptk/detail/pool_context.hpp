@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 namespace ptk::detail {
@@ -101,16 +102,21 @@ class task_node_cache {
     while (free_ != nullptr) delete std::exchange(free_, free_->next_free);
   }
 
-  task_node* make(task_fn&& fn) {
+  /// A node holding `f` (a task_fn, or any callable, constructed in place).
+  template <class F>
+  task_node* make(F&& f) {
     task_node* n = free_;
     if (n != nullptr) {
       free_ = n->next_free;
       --count_;
-      n->fn = std::move(fn);
-      return n;
+    } else {
+      n = new task_node;
     }
-    n = new task_node;
-    n->fn = std::move(fn);
+    if constexpr (std::is_same_v<std::remove_cvref_t<F>, task_fn>) {
+      n->fn = std::forward<F>(f);
+    } else {
+      n->fn.emplace(std::forward<F>(f));
+    }
     return n;
   }
 

@@ -26,14 +26,15 @@ class task_fn {
   requires(!std::is_same_v<std::remove_cvref_t<F>, task_fn> &&
            std::is_invocable_v<std::remove_cvref_t<F>&>)
       task_fn(F&& f) {  // NOLINT(google-explicit-constructor): a task is made from any callable
-    using D = std::remove_cvref_t<F>;
-    if constexpr (fits_inline<D>) {
-      ::new (static_cast<void*>(storage_)) D(std::forward<F>(f));
-      ops_ = &inline_ops<D>;
-    } else {
-      *reinterpret_cast<D**>(storage_) = new D(std::forward<F>(f));
-      ops_ = &boxed_ops<D>;
-    }
+    init(std::forward<F>(f));
+  }
+
+  /// Replaces the callable with `f`, constructed in place (no intermediate move).
+  template <class F>
+  requires(!std::is_same_v<std::remove_cvref_t<F>, task_fn> &&
+           std::is_invocable_v<std::remove_cvref_t<F>&>) void emplace(F&& f) {
+    reset();
+    init(std::forward<F>(f));
   }
 
   task_fn(task_fn&& other) noexcept : ops_(std::exchange(other.ops_, nullptr)) {
@@ -71,6 +72,18 @@ class task_fn {
     void (*move)(void* to, void* from) noexcept;  // move-constructs into `to`, destroys `from`
     void (*destroy)(void*) noexcept;
   };
+
+  template <class F>
+  void init(F&& f) {
+    using D = std::remove_cvref_t<F>;
+    if constexpr (fits_inline<D>) {
+      ::new (static_cast<void*>(storage_)) D(std::forward<F>(f));
+      ops_ = &inline_ops<D>;
+    } else {
+      *reinterpret_cast<D**>(storage_) = new D(std::forward<F>(f));
+      ops_ = &boxed_ops<D>;
+    }
+  }
 
   template <class D>
   static constexpr bool fits_inline =

@@ -81,6 +81,17 @@ class thread_pool;
 
 namespace detail {
 inline thread_local const thread_pool* current_pool = nullptr;
+
+/// A callable a pool can run as `f()`.
+template <class F>
+concept postable = std::invocable < std::decay_t<F>
+& > ;
+
+/// A callable a pool can run as `f(args...)` or `f(stop_token, args...)`.
+template <class F, class... Args>
+concept submittable = std::invocable < std::decay_t<F>
+&, std::decay_t<Args>... > ||
+       std::invocable<std::decay_t<F>&, std::stop_token, std::decay_t<Args>...>;
 inline thread_local unsigned current_worker_index = 0;
 }  // namespace detail
 
@@ -125,17 +136,15 @@ class thread_pool {
   /// to thread_pool_options::on_error.
   /// @param f a callable taking no arguments.
   template <class F>
-  requires std::invocable < std::decay_t<F>
-  & > void post(F&& f) { post(priority::normal, std::forward<F>(f)); }
+  requires detail::postable<F>
+  void post(F&& f) { post(priority::normal, std::forward<F>(f)); }
 
   /// Runs `f()` on a worker with priority `p`.
   /// @param p the task's priority.
   /// @param f a callable taking no arguments.
   template <class F>
-  requires std::invocable < std::decay_t<F>
-  & > void post(priority p, F&& f) {
-    enqueue(p, detail::task_fn(posted<std::decay_t<F>>{std::forward<F>(f), this}));
-  }
+  requires detail::postable<F>
+  void post(priority p, F&& f) { enqueue(p, posted<std::decay_t<F>>{std::forward<F>(f), this}); }
 
   /// Runs `f(args...)` on a worker and returns a future of its result; an exception
   /// `f` throws is rethrown by `future::get()`. If `f` accepts a `std::stop_token`
@@ -145,10 +154,8 @@ class thread_pool {
   /// @param args its arguments, copied or moved into the task.
   /// @return the future of `f`'s result.
   template <class F, class... Args>
-  requires std::invocable < std::decay_t<F>
-  &, std::decay_t<Args>... > ||
-         std::invocable<std::decay_t<F>&, std::stop_token, std::decay_t<Args>...> auto submit(
-             F&& f, Args&&... args) {
+  requires detail::submittable<F, Args...>
+  auto submit(F&& f, Args&&... args) {
     return submit(priority::normal, std::forward<F>(f), std::forward<Args>(args)...);
   }
 
@@ -158,16 +165,14 @@ class thread_pool {
   /// @param args its arguments.
   /// @return the future of `f`'s result.
   template <class F, class... Args>
-  requires std::invocable < std::decay_t<F>
-  &, std::decay_t<Args>... > ||
-         std::invocable<std::decay_t<F>&, std::stop_token, std::decay_t<Args>...> auto submit(
-             priority p, F&& f, Args&&... args) {
+  requires detail::submittable<F, Args...>
+  auto submit(priority p, F&& f, Args&&... args) {
     using Fn = std::decay_t<F>;
     using R = typename result_of_call<Fn, std::decay_t<Args>...>::type;
     using state = detail::submit_state<R, Fn, std::decay_t<Args>...>;
     auto* s = new state(stop_.get_token(), std::forward<F>(f), std::forward<Args>(args)...);
     future<R> fut = detail::make_future<R>(s);
-    enqueue(p, detail::task_fn(detail::submit_task<state>(s)));
+    enqueue(p, detail::submit_task<state>(s));
     return fut;
   }
 
@@ -293,7 +298,10 @@ class thread_pool {
 
   friend class task_group;
 
-  void enqueue(priority p, detail::task_fn&& t);
+  // Queues a callable: in place into a deque node on a worker, else as a task_fn in
+  // a submission queue.
+  template <class F>
+  void enqueue(priority p, F&& f);
   void notify_after_push() noexcept;
   void wake_if_sleeping() noexcept;
   void wake_one() noexcept;
@@ -396,19 +404,22 @@ inline void thread_pool::shutdown(shutdown_policy policy) {
   shut_down_ = true;
 }
 
-inline void thread_pool::enqueue(priority p, detail::task_fn&& t) {
+template <class F>
+void thread_pool::enqueue(priority p, F&& f) {
   if (running_in_this_thread() && p == priority::normal) {
     worker& w = *workers_[detail::current_worker_index];
-    detail::task_node* n = detail::node_cache().make(std::move(t));
+    detail::task_node* n = detail::node_cache().make(std::forward<F>(f));
     bump(w.pushed);
     w.deque.push(n);
+    // The only worker is the caller itself: nobody to wake, so skip the fence.
+    if (workers_.size() == 1) return;
   } else {
     if (!accepting_.load(std::memory_order_relaxed) && !running_in_this_thread()) {
       throw std::runtime_error("ptk::thread_pool: task posted after shutdown");
     }
     // The queue's claim is a seq_cst RMW, which orders it before the reads in
     // wake_if_sleeping() as the fence does for the deque.
-    queues_[p == priority::high ? 0 : 1].push(std::move(t));
+    queues_[p == priority::high ? 0 : 1].push(detail::task_fn(std::forward<F>(f)));
     wake_if_sleeping();
     return;
   }
@@ -696,12 +707,11 @@ class task_group {
   /// Runs `f()` on the pool as part of this group.
   /// @param f a callable taking no arguments.
   template <class F>
-  requires std::invocable < std::decay_t<F>
-  & > void run(F&& f) {
+  requires detail::postable<F>
+  void run(F&& f) {
     pending_.fetch_add(1, std::memory_order_relaxed);
     try {
-      pool_.enqueue(priority::normal,
-                    detail::task_fn(member<std::decay_t<F>>{std::forward<F>(f), this}));
+      pool_.enqueue(priority::normal, member<std::decay_t<F>>{std::forward<F>(f), this});
     } catch (...) {
       finish_one();
       throw;
@@ -711,7 +721,8 @@ class task_group {
   /// Waits until every task run so far has finished; rethrows the first exception.
   void wait() {
     wait_all();
-    if (failed_.exchange(false, std::memory_order_acquire)) {
+    if (failed_.load(std::memory_order_acquire)) {
+      failed_.store(false, std::memory_order_relaxed);
       std::exception_ptr e = std::exchange(error_, nullptr);
       std::rethrow_exception(e);
     }
@@ -751,8 +762,10 @@ class task_group {
 
   void wait_all() {
     detail::wait_on_word(pending_, sleeper, [](std::uint32_t v) { return (v & ~sleeper) == 0; });
-    pending_.fetch_and(~sleeper, std::memory_order_relaxed);
-    claimed_.store(false, std::memory_order_relaxed);
+    // No task is left to race with: plain loads and stores suffice (and are much
+    // cheaper than read-modify-writes on this hot path of fork-join code).
+    if (pending_.load(std::memory_order_relaxed) != 0) pending_.store(0, std::memory_order_relaxed);
+    if (claimed_.load(std::memory_order_relaxed)) claimed_.store(false, std::memory_order_relaxed);
   }
 
   thread_pool& pool_;
