@@ -95,7 +95,9 @@ class mpmc_queue {
     delete b;
   }
 
-  void push(T&& v) {
+  /// Constructs a value from `args` directly in its slot.
+  template <class... A>
+  void push(A&&... args) {
     std::size_t tail = tail_index_.load(std::memory_order_acquire);
     block* b = tail_block_.load(std::memory_order_acquire);
     block* spare = nullptr;
@@ -133,7 +135,7 @@ class mpmc_queue {
           b->next.store(next, std::memory_order_release);
         }
         slot& s = b->slots[offset];
-        ::new (static_cast<void*>(s.storage)) T(std::move(v));
+        ::new (static_cast<void*>(s.storage)) T(std::forward<A>(args)...);
         s.state.fetch_or(written, std::memory_order_release);
         delete spare;  // allocated for a block boundary another producer got to first
         return;

@@ -419,7 +419,7 @@ void thread_pool::enqueue(priority p, F&& f) {
     }
     // The queue's claim is a seq_cst RMW, which orders it before the reads in
     // wake_if_sleeping() as the fence does for the deque.
-    queues_[p == priority::high ? 0 : 1].push(detail::task_fn(std::forward<F>(f)));
+    queues_[p == priority::high ? 0 : 1].push(std::forward<F>(f));
     wake_if_sleeping();
     return;
   }
