@@ -66,6 +66,13 @@ class comparing_reporter : public benchmark::ConsoleReporter {
   /// Writes the ptk-versus-peer table to `out`.
   void print_ratios(std::FILE* out) const {
     bool header = false;
+    const auto footnote = [&] {
+      if (header) {
+        std::fprintf(out,
+                     "(values: real time per iteration in ns, or the benchmark's "
+                     "\"metric\" counter where it sets one; lower is better)\n");
+      }
+    };
     for (const auto& [scenario, impls] : rows_) {
       for (const auto& [ptk_name, ptk_ns] : impls) {
         if (ptk_name.rfind("ptk", 0) != 0) continue;
@@ -73,19 +80,28 @@ class comparing_reporter : public benchmark::ConsoleReporter {
           if (peer_name.rfind("ptk", 0) == 0 || peer_ns <= 0) continue;
           if (!header) {
             std::fprintf(out, "\n%-36s %-18s %-18s %14s %14s %10s\n", "scenario", "ptk", "peer",
-                         "ptk ns|metric", "peer", "ptk/peer");
+                         "ptk", "peer", "ptk/peer");
             header = true;
           }
           const double ratio = ptk_ns / peer_ns;
-          std::fprintf(out, "%-36s %-18s %-18s %14.6g %14.6g %9.3fx %s\n", scenario.c_str(),
-                       ptk_name.c_str(), peer_name.c_str(), ptk_ns, peer_ns, ratio,
+          std::fprintf(out, "%-36s %-18s %-18s %14s %14s %9.3fx %s\n", scenario.c_str(),
+                       ptk_name.c_str(), peer_name.c_str(), number(ptk_ns).c_str(),
+                       number(peer_ns).c_str(), ratio,
                        ratio <= 1.0 ? "(ptk faster)" : "(ptk slower)");
         }
       }
     }
+    footnote();
   }
 
  private:
+  // Plain decimals: whole numbers for nanoseconds, a few digits for small metrics.
+  static std::string number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, v >= 100 ? "%.0f" : "%.4f", v);
+    return buf;
+  }
+
   void record(result_row row) {
     auto& slot = rows_[row.scenario];
     auto& medians = median_seen_[row.scenario];
