@@ -11,6 +11,7 @@
 
 #include <ptk/config.hpp>
 #include <ptk/error.hpp>
+#include <ptk/process.hpp>
 #include <ptk/thread.hpp>
 #include <ptk/version.hpp>
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <ptk/config.hpp>
+#include <ptk/detail/procfs.hpp>
 #include <ptk/detail/syscall.hpp>
 #include <ptk/detail/unique_fd.hpp>
 #include <ptk/error.hpp>
@@ -145,46 +146,6 @@ struct thread_stats {
 }  // namespace ptk
 
 namespace ptk::detail {
-
-/// Reads a whole /proc file. Any failure becomes ptk's system_error with `what` as
-/// the attempted action (the path alone would not tell the user which thread).
-inline std::string read_proc_file(const std::string& path, const std::string& what) {
-  unique_fd fd;
-  try {
-    fd = open_fd(path.c_str(), O_RDONLY);
-  } catch (const std::system_error& e) {
-    throw_os_error(e.code().value(), what);
-  }
-  std::string text;
-  char buf[1024];
-  for (;;) {
-    const ssize_t n = retry_on_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
-    if (n == -1) throw_last_os_error(what);
-    if (n == 0) return text;
-    text.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
-/// Parses a whole decimal token as T; false if it is not one.
-template <class T>
-bool parse_number(std::string_view token, T& out) noexcept {
-  if (token.empty()) return false;
-  const char* end = token.data() + token.size();
-  const auto [ptr, ec] = std::from_chars(token.data(), end, out);
-  return ec == std::errc{} && ptr == end;
-}
-
-/// Clock ticks (the unit of utime and stime in /proc) to nanoseconds, without the
-/// overflow of ticks * 1e9.
-inline std::chrono::nanoseconds ticks_to_duration(std::uint64_t ticks) noexcept {
-  static const std::uint64_t hz = [] {
-    const long r = ::sysconf(_SC_CLK_TCK);
-    return r > 0 ? static_cast<std::uint64_t>(r) : std::uint64_t{100};
-  }();
-  constexpr std::uint64_t ns_per_s = 1'000'000'000;
-  const std::uint64_t ns = ticks / hz * ns_per_s + ticks % hz * ns_per_s / hz;
-  return std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(ns));
-}
 
 /// Fills name, state, times, priority, nice and last CPU from the text of
 /// /proc/.../stat; false if it is not in the expected format.

@@ -1,0 +1,196 @@
+/// @file
+/// @brief ptk::command: what to run, where, with which environment and standard streams.
+#pragma once
+
+#include <ptk/config.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ptk {
+
+/// @brief What a child's standard stream is connected to.
+enum class stdio {
+  inherit,  ///< the parent's own stream (the default)
+  null,     ///< /dev/null
+  pipe,     ///< a pipe the parent reads (stdout, stderr) or writes (stdin)
+};
+
+/// @brief A program to run and how: arguments, working directory, environment,
+/// standard streams, process group, descriptors to pass on. Built fluently.
+///
+/// @code
+/// auto cmd = ptk::command{"ls"}.args({"-l", "/tmp"}).cwd("/tmp").env("LC_ALL", "C")
+///                .std_out(ptk::stdio::pipe).std_err(ptk::stdio::null);
+/// @endcode
+///
+/// A program name without a slash is looked up in the parent's PATH.
+class command {
+ public:
+  /// A command running `program` with no arguments.
+  /// @param program a path, or a name looked up in PATH.
+  explicit command(std::string program) : program_(std::move(program)) {}
+
+  /// Appends one argument.
+  /// @param a the argument.
+  /// @return `*this`.
+  command& arg(std::string a) & {
+    args_.push_back(std::move(a));
+    return *this;
+  }
+  /// @copydoc arg(std::string) &
+  command&& arg(std::string a) && { return std::move(arg(std::move(a))); }
+
+  /// Appends arguments.
+  /// @param as the arguments, in order.
+  /// @return `*this`.
+  command& args(std::vector<std::string> as) & {
+    for (auto& a : as) args_.push_back(std::move(a));
+    return *this;
+  }
+  /// @copydoc args(std::vector<std::string>) &
+  command&& args(std::vector<std::string> as) && { return std::move(args(std::move(as))); }
+
+  /// Runs the child in `dir`.
+  /// @param dir the working directory.
+  /// @return `*this`.
+  command& cwd(std::string dir) & {
+    cwd_ = std::move(dir);
+    return *this;
+  }
+  /// @copydoc cwd(std::string) &
+  command&& cwd(std::string dir) && { return std::move(cwd(std::move(dir))); }
+
+  /// Sets one environment variable for the child (on top of the inherited ones).
+  /// @param key the variable's name.
+  /// @param value its value.
+  /// @return `*this`.
+  command& env(std::string key, std::string value) & {
+    env_[std::move(key)] = std::move(value);
+    return *this;
+  }
+  /// @copydoc env(std::string, std::string) &
+  command&& env(std::string key, std::string value) && {
+    return std::move(env(std::move(key), std::move(value)));
+  }
+
+  /// Removes one inherited environment variable.
+  /// @param key the variable's name.
+  /// @return `*this`.
+  command& env_remove(std::string key) & {
+    env_[std::move(key)] = std::nullopt;
+    return *this;
+  }
+  /// @copydoc env_remove(std::string) &
+  command&& env_remove(std::string key) && { return std::move(env_remove(std::move(key))); }
+
+  /// Starts from an empty environment instead of the parent's.
+  /// @return `*this`.
+  command& env_clear() & {
+    inherit_env_ = false;
+    return *this;
+  }
+  /// @copydoc env_clear() &
+  command&& env_clear() && { return std::move(env_clear()); }
+
+  /// Connects the child's standard input.
+  /// @param s inherit, null or pipe.
+  /// @return `*this`.
+  command& std_in(stdio s) & {
+    in_ = s;
+    return *this;
+  }
+  /// @copydoc std_in(stdio) &
+  command&& std_in(stdio s) && { return std::move(std_in(s)); }
+
+  /// Connects the child's standard output.
+  /// @param s inherit, null or pipe.
+  /// @return `*this`.
+  command& std_out(stdio s) & {
+    out_ = s;
+    return *this;
+  }
+  /// @copydoc std_out(stdio) &
+  command&& std_out(stdio s) && { return std::move(std_out(s)); }
+
+  /// Connects the child's standard error.
+  /// @param s inherit, null or pipe.
+  /// @return `*this`.
+  command& std_err(stdio s) & {
+    err_ = s;
+    return *this;
+  }
+  /// @copydoc std_err(stdio) &
+  command&& std_err(stdio s) && { return std::move(std_err(s)); }
+
+  /// Makes the child the leader of a new process group, so process::kill_tree() can
+  /// signal it and everything it starts at once, and a terminal's Ctrl-C does not
+  /// reach it.
+  /// @param on whether to start a new group.
+  /// @return `*this`.
+  command& new_process_group(bool on = true) & {
+    new_group_ = on;
+    return *this;
+  }
+  /// @copydoc new_process_group(bool) &
+  command&& new_process_group(bool on = true) && { return std::move(new_process_group(on)); }
+
+  /// Passes the parent's descriptor `parent_fd` to the child as descriptor
+  /// `child_fd` (3 or more). Every other descriptor above 2 is closed in the child.
+  /// @param parent_fd an open descriptor of the parent.
+  /// @param child_fd the number it gets in the child.
+  /// @return `*this`.
+  command& pass_fd(int parent_fd, int child_fd) & {
+    pass_.emplace_back(parent_fd, child_fd);
+    return *this;
+  }
+  /// @copydoc pass_fd(int, int) &
+  command&& pass_fd(int parent_fd, int child_fd) && {
+    return std::move(pass_fd(parent_fd, child_fd));
+  }
+
+  /// @return the program.
+  [[nodiscard]] const std::string& program() const noexcept { return program_; }
+  /// @return the arguments after the program.
+  [[nodiscard]] const std::vector<std::string>& arguments() const noexcept { return args_; }
+  /// @return the working directory, if set.
+  [[nodiscard]] const std::optional<std::string>& working_directory() const noexcept {
+    return cwd_;
+  }
+  /// @return variables to set (a value) or remove (nullopt).
+  [[nodiscard]] const std::map<std::string, std::optional<std::string>>& environment_changes()
+      const noexcept {
+    return env_;
+  }
+  /// @return whether the child starts from the parent's environment.
+  [[nodiscard]] bool inherits_environment() const noexcept { return inherit_env_; }
+  /// @return how stdin is connected.
+  [[nodiscard]] stdio stdin_mode() const noexcept { return in_; }
+  /// @return how stdout is connected.
+  [[nodiscard]] stdio stdout_mode() const noexcept { return out_; }
+  /// @return how stderr is connected.
+  [[nodiscard]] stdio stderr_mode() const noexcept { return err_; }
+  /// @return whether the child leads a new process group.
+  [[nodiscard]] bool starts_process_group() const noexcept { return new_group_; }
+  /// @return the descriptors passed on, as (parent's, child's) pairs.
+  [[nodiscard]] const std::vector<std::pair<int, int>>& passed_fds() const noexcept {
+    return pass_;
+  }
+
+ private:
+  std::string program_;
+  std::vector<std::string> args_;
+  std::optional<std::string> cwd_;
+  std::map<std::string, std::optional<std::string>> env_;
+  bool inherit_env_ = true;
+  stdio in_ = stdio::inherit;
+  stdio out_ = stdio::inherit;
+  stdio err_ = stdio::inherit;
+  bool new_group_ = false;
+  std::vector<std::pair<int, int>> pass_;
+};
+
+}  // namespace ptk
