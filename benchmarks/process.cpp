@@ -3,11 +3,15 @@
 // 1 GiB of touched memory (where fork must copy page tables and exec must undo it).
 #include <ptk/process.hpp>
 
+#include <fcntl.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
+#include <thread>
 #include <vector>
 
 #if PTK_BENCH_HAVE_BOOST_PROCESS
@@ -86,7 +90,108 @@ void BM_spawn_boost_process(benchmark::State& state) {
 }
 #endif
 
+// --- the same spawn with RLIMIT_NOFILE raised as far as this machine allows ----------
+// (ptk closes inherited descriptors with close_range, whose cost does not depend on
+// the limit; a loop over every possible descriptor would.)
+
+void BM_spawn_high_nofile(benchmark::State& state) {
+  rlimit old{};
+  ::getrlimit(RLIMIT_NOFILE, &old);
+  rlimit high{old.rlim_max, old.rlim_max};
+  ::setrlimit(RLIMIT_NOFILE, &high);
+  state.counters["nofile"] = static_cast<double>(high.rlim_cur);
+  const auto cmd = ptk::command{true_path};
+  for (auto _ : state) ptk::spawn(cmd).wait();
+  ::setrlimit(RLIMIT_NOFILE, &old);
+}
+
+void BM_spawn_default_nofile(benchmark::State& state) {
+  const auto cmd = ptk::command{true_path};
+  for (auto _ : state) ptk::spawn(cmd).wait();
+}
+
+// --- capturing 100 MB of output ---------------------------------------------------
+
+constexpr const char* hundred_mb = "head -c 100000000 /dev/zero";
+
+void BM_capture_ptk_run(benchmark::State& state) {
+  for (auto _ : state) {
+    const auto r = ptk::run({"sh", "-c", hundred_mb});
+    if (r.out.size() != 100000000) state.SkipWithError("short output");
+  }
+  state.SetBytesProcessed(state.iterations() * 100000000);
+}
+
+// The floor: posix_spawn with stdout on a pipe, and a plain read loop into a string.
+void BM_capture_raw_pipe(benchmark::State& state) {
+  char* argv[] = {const_cast<char*>("sh"), const_cast<char*>("-c"), const_cast<char*>(hundred_mb),
+                  nullptr};
+  for (auto _ : state) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) break;
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    ::posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    pid_t pid = 0;
+    ::posix_spawnp(&pid, "sh", &fa, nullptr, argv, environ);
+    ::posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    std::string out;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    if (out.size() != 100000000) state.SkipWithError("short output");
+  }
+  state.SetBytesProcessed(state.iterations() * 100000000);
+}
+
+// --- spawn throughput from one thread and from two -----------------------------------
+
+template <int Threads>
+void BM_spawn_many(benchmark::State& state) {
+  constexpr int per_iteration = 100;
+  const auto cmd = ptk::command{true_path};
+  for (auto _ : state) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < Threads; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < per_iteration / Threads; ++i) ptk::spawn(cmd).wait();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  state.SetItemsProcessed(state.iterations() * per_iteration);
+}
+
 }  // namespace
+
+BENCHMARK(BM_spawn_high_nofile)
+    ->Name("BM_spawn_nofile_limit/ptk_raised_limit")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spawn_default_nofile)
+    ->Name("BM_spawn_nofile_limit/default_limit")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_capture_ptk_run)
+    ->Name("BM_capture_100MB/ptk_run")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_capture_raw_pipe)
+    ->Name("BM_capture_100MB/raw_pipe_read")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spawn_many<2>)
+    ->Name("BM_spawn_100/ptk_2_threads")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spawn_many<1>)
+    ->Name("BM_spawn_100/1_thread")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_spawn_ptk)
     ->Name("BM_spawn_wait_true/ptk")

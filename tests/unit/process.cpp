@@ -1,8 +1,11 @@
+#include <ptk/detail/procfs.hpp>
 #include <ptk/detail/unique_fd.hpp>
 #include <ptk/process.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -300,4 +303,145 @@ TEST_CASE("destroying a process_table terminates what still runs") {
   }
   CHECK(::kill(pid, 0) == -1);
   CHECK(errno == ESRCH);
+}
+
+namespace {
+std::string read_file(const std::string& path) {
+  return ptk::detail::read_proc_file(path, "read " + path);  // works for any file
+}
+
+// Children of this process that are zombies (exited, not reaped).
+int zombie_children() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc");
+  REQUIRE(dir != nullptr);
+  while (const dirent* e = ::readdir(dir)) {
+    pid_t pid = 0;
+    if (!ptk::detail::parse_number(std::string_view(e->d_name), pid)) continue;
+    try {
+      const auto s = ptk::process_info(pid);
+      if (s.ppid == ::getpid() && s.state == 'Z') ++n;
+    } catch (const std::system_error&) {
+    }
+  }
+  ::closedir(dir);
+  return n;
+}
+
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    char templ[] = "/tmp/ptk-test-XXXXXX";
+    REQUIRE(::mkdtemp(templ) != nullptr);
+    path = templ;
+  }
+  ~temp_dir() { (void)ptk::run({"rm", "-rf", path}); }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+}  // namespace
+
+TEST_CASE("stdio can be files: read for stdin, truncate or append for output") {
+  temp_dir dir;
+  const std::string in = dir.path + "/in.txt";
+  const std::string out = dir.path + "/out.txt";
+  REQUIRE(ptk::run({"sh", "-c", "printf 'line one\\n' > " + in}).status.success());
+  REQUIRE(ptk::spawn(ptk::command{"cat"}
+                         .std_in(ptk::stdio_file(in, ptk::file_mode::read))
+                         .std_out(ptk::stdio_file(out, ptk::file_mode::truncate)))
+              .wait()
+              .success());
+  REQUIRE(ptk::spawn(ptk::command{"echo"}
+                         .arg("line two")
+                         .std_out(ptk::stdio_file(out, ptk::file_mode::append)))
+              .wait()
+              .success());
+  CHECK(read_file(out) == "line one\nline two\n");
+  REQUIRE(ptk::spawn(ptk::command{"echo"}.arg("fresh").std_out(
+                         ptk::stdio_file(out, ptk::file_mode::truncate)))
+              .wait()
+              .success());
+  CHECK(read_file(out) == "fresh\n");
+  CHECK_THROWS_WITH(
+      ptk::spawn(
+          ptk::command{"cat"}.std_in(ptk::stdio_file(dir.path + "/missing", ptk::file_mode::read))),
+      "spawn 'cat' with input file '" + dir.path + "/missing': No such file or directory");
+}
+
+TEST_CASE("stderr can follow stdout (2>&1), and streams can be existing descriptors") {
+  auto p = ptk::spawn(ptk::command{"sh"}
+                          .args({"-c", "echo out; echo err >&2; echo out2"})
+                          .std_out(ptk::stdio::pipe)
+                          .std_err(ptk::stdio::to_stdout));
+  CHECK(p.std_out().read_all() == "out\nerr\nout2\n");
+  CHECK(p.wait().success());
+  CHECK_THROWS_AS(ptk::spawn(ptk::command{"true"}.std_out(ptk::stdio::to_stdout)),
+                  std::invalid_argument);
+
+  auto pipe = ptk::detail::make_pipe();
+  auto q = ptk::spawn(ptk::command{"echo"}.arg("via fd").std_out(ptk::stdio_fd(pipe.second.get())));
+  pipe.second.reset();
+  CHECK(ptk::pipe_end(std::move(pipe.first)).read_all() == "via fd\n");
+  CHECK(q.wait().success());
+}
+
+TEST_CASE("new_session makes the child a session leader, and kill_tree uses it") {
+  auto p = ptk::spawn(ptk::command{"sh"}
+                          .args({"-c", "cat /proc/$$/stat; sleep 30"})
+                          .std_out(ptk::stdio::pipe)
+                          .new_session());
+  char buf[1024] = {};
+  REQUIRE(p.std_out().read_some(buf, sizeof buf - 1) > 0);
+  ptk::detail::stat_fields f;
+  REQUIRE(f.parse(buf));
+  pid_t session = 0;
+  REQUIRE(f.number(6, session));
+  CHECK(session == p.pid());
+  p.kill_tree();
+  CHECK(p.wait().signal() == SIGKILL);
+}
+
+TEST_CASE("only stdio reaches the child even with a descriptor limit of 1048576") {
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  rlimit big{1048576, std::max<rlim_t>(old.rlim_max, 1048576)};
+  if (::setrlimit(RLIMIT_NOFILE, &big) != 0) {
+    WARN("cannot raise RLIMIT_NOFILE to 1048576 here (not root?): checked at the current limit");
+    big = old;
+  }
+  const int high = static_cast<int>(big.rlim_cur) - 10;
+  REQUIRE(::dup2(STDOUT_FILENO, high) == high);  // no O_CLOEXEC, far above the usual range
+  const auto r = ptk::run({"sh", "-c", "ls /proc/$$/fd"});
+  ::close(high);
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  CHECK(r.out == "0\n1\n2\n");
+}
+
+TEST_CASE("hundreds of spawns leave no zombie and no descriptor behind") {
+  const int fds = ptk::test::open_fd_count();
+  for (int i = 0; i < 300; ++i) {
+    auto p = ptk::spawn(ptk::command{"true"}.std_out(ptk::stdio::pipe).std_err(ptk::stdio::pipe));
+    if (i % 2 == 0) p.wait();  // the other half is reaped by the destructor
+  }
+  CHECK(zombie_children() == 0);
+  CHECK(ptk::test::open_fd_count() == fds);
+}
+
+TEST_CASE("a process_table is safe to use from many threads at once") {
+  ptk::process_table table{{.max_processes = 100, .grace = 5s}};
+  std::atomic<int> killed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        const pid_t pid = table.spawn(ptk::command{"sleep"}.arg("30"));
+        (void)table.list();
+        if (table.status(pid) && table.kill(pid)->signal() == SIGTERM) killed.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(killed.load() == 40);
+  CHECK(table.running() == 0);
+  CHECK(table.list().size() == 40);
 }

@@ -14,10 +14,61 @@ namespace ptk {
 
 /// @brief What a child's standard stream is connected to.
 enum class stdio {
-  inherit,  ///< the parent's own stream (the default)
-  null,     ///< /dev/null
-  pipe,     ///< a pipe the parent reads (stdout, stderr) or writes (stdin)
+  inherit,    ///< the parent's own stream (the default)
+  null,       ///< /dev/null
+  pipe,       ///< a pipe the parent reads (stdout, stderr) or writes (stdin)
+  to_stdout,  ///< stderr only: wherever stdout goes (2>&1)
+  file,       ///< a file; made by ptk::stdio_file
+  fd,         ///< an existing descriptor of the parent; made by ptk::stdio_fd
 };
+
+/// @brief How ptk::stdio_file opens its file.
+enum class file_mode {
+  read,      ///< for stdin: the file must exist
+  truncate,  ///< for output: created if missing, emptied if present
+  append,    ///< for output: created if missing, written at its end
+};
+
+/// @brief A standard stream's connection: a ::stdio mode, plus the file or the
+/// descriptor for stdio::file and stdio::fd. Converts from ::stdio.
+struct stdio_target {
+  /// Connects to `m` (inherit, null, pipe or to_stdout).
+  /// @param m the mode.
+  stdio_target(stdio m = stdio::inherit) : mode(m) {}  // NOLINT(google-explicit-constructor)
+  stdio mode;                                          ///< what the stream is connected to
+  std::string path;                                    ///< the file, for stdio::file
+  file_mode how = file_mode::read;                     ///< how the file is opened, for stdio::file
+  int fd = -1;                                         ///< the parent's descriptor, for stdio::fd
+  /// @param m a mode.
+  /// @return whether this target is that mode.
+  bool operator==(stdio m) const noexcept { return mode == m; }
+};
+
+/// @brief Connects a standard stream to a file.
+///
+/// @code
+/// ptk::command{"make"}.std_out(ptk::stdio_file("build.log", ptk::file_mode::append))
+///                     .std_err(ptk::stdio::to_stdout);
+/// @endcode
+/// @param path the file.
+/// @param how read (for stdin), truncate or append (for stdout and stderr).
+/// @return the target to pass to command::std_in / std_out / std_err.
+inline stdio_target stdio_file(std::string path, file_mode how) {
+  stdio_target t(stdio::file);
+  t.path = std::move(path);
+  t.how = how;
+  return t;
+}
+
+/// @brief Connects a standard stream to an open descriptor of the parent (the child
+/// gets a copy; the parent keeps its own).
+/// @param fd an open descriptor.
+/// @return the target to pass to command::std_in / std_out / std_err.
+inline stdio_target stdio_fd(int fd) {
+  stdio_target t(stdio::fd);
+  t.fd = fd;
+  return t;
+}
 
 /// @brief A program to run and how: arguments, working directory, environment,
 /// standard streams, process group, descriptors to pass on. Built fluently.
@@ -97,34 +148,34 @@ class command {
   command&& env_clear() && { return std::move(env_clear()); }
 
   /// Connects the child's standard input.
-  /// @param s inherit, null or pipe.
+  /// @param s inherit, null, pipe, a file (ptk::stdio_file) or a descriptor (ptk::stdio_fd).
   /// @return `*this`.
-  command& std_in(stdio s) & {
-    in_ = s;
+  command& std_in(stdio_target s) & {
+    in_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_in(stdio) &
-  command&& std_in(stdio s) && { return std::move(std_in(s)); }
+  /// @copydoc std_in(stdio_target) &
+  command&& std_in(stdio_target s) && { return std::move(std_in(std::move(s))); }
 
   /// Connects the child's standard output.
-  /// @param s inherit, null or pipe.
+  /// @param s inherit, null, pipe, a file (ptk::stdio_file) or a descriptor (ptk::stdio_fd).
   /// @return `*this`.
-  command& std_out(stdio s) & {
-    out_ = s;
+  command& std_out(stdio_target s) & {
+    out_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_out(stdio) &
-  command&& std_out(stdio s) && { return std::move(std_out(s)); }
+  /// @copydoc std_out(stdio_target) &
+  command&& std_out(stdio_target s) && { return std::move(std_out(std::move(s))); }
 
   /// Connects the child's standard error.
-  /// @param s inherit, null or pipe.
+  /// @param s inherit, null, pipe, to_stdout (2>&1), a file or a descriptor.
   /// @return `*this`.
-  command& std_err(stdio s) & {
-    err_ = s;
+  command& std_err(stdio_target s) & {
+    err_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_err(stdio) &
-  command&& std_err(stdio s) && { return std::move(std_err(s)); }
+  /// @copydoc std_err(stdio_target) &
+  command&& std_err(stdio_target s) && { return std::move(std_err(std::move(s))); }
 
   /// Makes the child the leader of a new process group, so process::kill_tree() can
   /// signal it and everything it starts at once, and a terminal's Ctrl-C does not
@@ -137,6 +188,17 @@ class command {
   }
   /// @copydoc new_process_group(bool) &
   command&& new_process_group(bool on = true) && { return std::move(new_process_group(on)); }
+
+  /// Starts the child in a new session (setsid): no controlling terminal, and it
+  /// leads a new process group too, so process::kill_tree() reaches its whole tree.
+  /// @param on whether to start a new session.
+  /// @return `*this`.
+  command& new_session(bool on = true) & {
+    new_session_ = on;
+    return *this;
+  }
+  /// @copydoc new_session(bool) &
+  command&& new_session(bool on = true) && { return std::move(new_session(on)); }
 
   /// Passes the parent's descriptor `parent_fd` to the child as descriptor
   /// `child_fd` (3 or more). Every other descriptor above 2 is closed in the child.
@@ -168,11 +230,13 @@ class command {
   /// @return whether the child starts from the parent's environment.
   [[nodiscard]] bool inherits_environment() const noexcept { return inherit_env_; }
   /// @return how stdin is connected.
-  [[nodiscard]] stdio stdin_mode() const noexcept { return in_; }
+  [[nodiscard]] const stdio_target& stdin_mode() const noexcept { return in_; }
   /// @return how stdout is connected.
-  [[nodiscard]] stdio stdout_mode() const noexcept { return out_; }
+  [[nodiscard]] const stdio_target& stdout_mode() const noexcept { return out_; }
   /// @return how stderr is connected.
-  [[nodiscard]] stdio stderr_mode() const noexcept { return err_; }
+  [[nodiscard]] const stdio_target& stderr_mode() const noexcept { return err_; }
+  /// @return whether the child starts a new session.
+  [[nodiscard]] bool starts_session() const noexcept { return new_session_; }
   /// @return whether the child leads a new process group.
   [[nodiscard]] bool starts_process_group() const noexcept { return new_group_; }
   /// @return the descriptors passed on, as (parent's, child's) pairs.
@@ -186,10 +250,11 @@ class command {
   std::optional<std::string> cwd_;
   std::map<std::string, std::optional<std::string>> env_;
   bool inherit_env_ = true;
-  stdio in_ = stdio::inherit;
-  stdio out_ = stdio::inherit;
-  stdio err_ = stdio::inherit;
+  stdio_target in_;
+  stdio_target out_;
+  stdio_target err_;
   bool new_group_ = false;
+  bool new_session_ = false;
   std::vector<std::pair<int, int>> pass_;
 };
 

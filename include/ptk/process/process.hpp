@@ -498,8 +498,8 @@ inline process spawn(const command& cmd) {
     return keep_alive.back().get();
   };
   auto& fa = actions.fa;
-  const auto connect = [&](stdio mode, int target, pipe_end& parent_end) {
-    switch (mode) {
+  const auto connect = [&](const stdio_target& how, int target, pipe_end& parent_end) {
+    switch (how.mode) {
       case stdio::inherit:
         break;
       case stdio::null:
@@ -518,6 +518,27 @@ inline process spawn(const command& cmd) {
         parent_end = pipe_end(std::move(parent_side));
         break;
       }
+      case stdio::to_stdout:
+        if (target != 2)
+          throw std::invalid_argument(what + ": stdio::to_stdout is for stderr only");
+        // Runs after stdout's own action, so stderr follows stdout wherever it goes.
+        detail::check_spawn_call(::posix_spawn_file_actions_adddup2(&fa, 1, 2),
+                                 "spawn: dup2 action");
+        break;
+      case stdio::file: {
+        const int flags = how.how == file_mode::read       ? O_RDONLY
+                          : how.how == file_mode::truncate ? O_WRONLY | O_CREAT | O_TRUNC
+                                                           : O_WRONLY | O_CREAT | O_APPEND;
+        detail::check_spawn_call(
+            ::posix_spawn_file_actions_addopen(&fa, target, how.path.c_str(), flags, 0644),
+            "spawn: open action");
+        break;
+      }
+      case stdio::fd:
+        detail::check_spawn_call(
+            ::posix_spawn_file_actions_adddup2(&fa, above_floor(how.fd), target),
+            "spawn: dup2 action");
+        break;
     }
   };
   connect(cmd.stdin_mode(), 0, child.in_);
@@ -547,7 +568,8 @@ inline process spawn(const command& cmd) {
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
   ::posix_spawnattr_setsigmask(&attr, &none);
   ::posix_spawnattr_setsigdefault(&attr, &all);
-  if (cmd.starts_process_group()) {
+  if (cmd.starts_session()) flags = static_cast<short>(flags | POSIX_SPAWN_SETSID);
+  if (cmd.starts_process_group() && !cmd.starts_session()) {
     flags = static_cast<short>(flags | POSIX_SPAWN_SETPGROUP);
     ::posix_spawnattr_setpgroup(&attr, 0);
   }
@@ -576,10 +598,16 @@ inline process spawn(const command& cmd) {
     if (cmd.working_directory() && ::access(cmd.working_directory()->c_str(), X_OK) == -1) {
       throw_os_error(r, what + " in '" + *cmd.working_directory() + "'");
     }
+    for (const stdio_target* t : {&cmd.stdin_mode(), &cmd.stdout_mode(), &cmd.stderr_mode()}) {
+      if (t->mode == stdio::file && t->how == file_mode::read &&
+          ::access(t->path.c_str(), R_OK) == -1) {
+        throw_os_error(r, what + " with input file '" + t->path + "'");
+      }
+    }
     throw_os_error(r, what);
   }
   child.pid_ = pid;
-  child.group_leader_ = cmd.starts_process_group();
+  child.group_leader_ = cmd.starts_process_group() || cmd.starts_session();
   const int pidfd = detail::pidfd_open(pid);  // pidfds are always close-on-exec
   if (pidfd >= 0) child.pidfd_.reset(pidfd);  // else: documented fallback to the pid
   return child;

@@ -81,9 +81,9 @@ class process_table {
   /// @throws ptk::limit_exceeded if max_processes are running;
   ///         std::system_error if it cannot be started.
   pid_t spawn(command cmd) {
-    if (cmd.stdin_mode() == stdio::pipe) cmd.std_in(stdio::null);
-    if (cmd.stdout_mode() == stdio::pipe) cmd.std_out(stdio::null);
-    if (cmd.stderr_mode() == stdio::pipe) cmd.std_err(stdio::null);
+    if (cmd.stdin_mode().mode == stdio::pipe) cmd.std_in(stdio::null);
+    if (cmd.stdout_mode().mode == stdio::pipe) cmd.std_out(stdio::null);
+    if (cmd.stderr_mode().mode == stdio::pipe) cmd.std_err(stdio::null);
     const std::lock_guard lock(mutex_);
     reap_locked();
     if (running_locked() >= options_.max_processes) {

@@ -25,7 +25,7 @@ struct run_options {
   std::optional<std::chrono::milliseconds> timeout;
   /// Output beyond this many bytes per stream is read and dropped, so a runaway
   /// child cannot exhaust the parent's memory; the result says truncated.
-  std::size_t max_output = std::size_t{64} << 20;
+  std::size_t max_output = std::size_t{256} << 20;
 };
 
 /// @brief What ptk::run returns.
