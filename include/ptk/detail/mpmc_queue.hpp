@@ -144,52 +144,9 @@ class mpmc_queue {
     }
   }
 
+  /// Pops the oldest value into `out`; false when empty.
   bool try_pop(T& out) {
-    std::size_t head = head_index_.load(std::memory_order_acquire);
-    block* b = head_block_.load(std::memory_order_acquire);
-    for (unsigned spin = 0;; ++spin) {
-      const std::size_t offset = (head >> shift) % lap;
-      if (offset == block_cap) {  // another consumer is moving to the next block
-        snooze(spin);
-        head = head_index_.load(std::memory_order_acquire);
-        b = head_block_.load(std::memory_order_acquire);
-        continue;
-      }
-      std::size_t new_head = head + (std::size_t{1} << shift);
-      if ((new_head & has_next) == 0) {
-        seq_cst_fence();
-        const std::size_t tail = tail_index_.load(std::memory_order_relaxed);
-        if ((head >> shift) == (tail >> shift)) return false;  // empty
-        if ((head >> shift) / lap != (tail >> shift) / lap) new_head |= has_next;
-      }
-      if (b == nullptr) {  // the first push is installing the first block
-        snooze(spin);
-        head = head_index_.load(std::memory_order_acquire);
-        b = head_block_.load(std::memory_order_acquire);
-        continue;
-      }
-      if (head_index_.compare_exchange_weak(head, new_head, std::memory_order_seq_cst,
-                                            std::memory_order_acquire)) {
-        if (offset + 1 == block_cap) {  // took the last slot: move the head on
-          block* next = b->wait_next();
-          std::size_t next_index = (new_head & ~has_next) + (std::size_t{1} << shift);
-          if (next->next.load(std::memory_order_relaxed) != nullptr) next_index |= has_next;
-          head_block_.store(next, std::memory_order_release);
-          head_index_.store(next_index, std::memory_order_release);
-        }
-        slot& s = b->slots[offset];
-        s.wait_written();
-        out = std::move(*s.value());
-        s.value()->~T();
-        if (offset + 1 == block_cap) {
-          block::destroy_from(b, 0);
-        } else if ((s.state.fetch_or(read, std::memory_order_acq_rel) & destroy) != 0) {
-          block::destroy_from(b, offset + 1);
-        }
-        return true;
-      }
-      b = head_block_.load(std::memory_order_acquire);
-    }
+    return try_pop_many([&out](T&& v) { out = std::move(v); }, 1, 1) == 1;
   }
 
   /// Pops up to `max` values (at least one, never past the end of the head's block)
