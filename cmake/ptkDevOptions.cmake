@@ -11,6 +11,12 @@ target_compile_options(ptk_dev INTERFACE
   # default member initializers, which is exactly how ptk's option structs are
   # meant to be used: pool{{.workers = 2}}.
   -Wno-missing-field-initializers)
+# asio 1.24 (Debian 12) enables asio::awaitable for Clang only with the old
+# <experimental/coroutine>; Clang 14 with libstdc++ 12 supports C++20 coroutines fine.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  target_compile_definitions(ptk_dev INTERFACE ASIO_HAS_CO_AWAIT=1)
+endif()
+
 if(PTK_WERROR)
   target_compile_options(ptk_dev INTERFACE -Werror)
 endif()

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ptk/config.hpp>
+#include <ptk/coro.hpp>
 #include <ptk/error.hpp>
 #include <ptk/process.hpp>
 #include <ptk/thread.hpp>

@@ -116,6 +116,7 @@ class pipe_end {
 };
 
 class process;
+class exit_awaitable;
 /// @brief Starts `cmd` as a child process.
 /// @param cmd what to run and how.
 /// @return the running child.
@@ -256,6 +257,11 @@ class process {
   /// its descendants found in /proc (stopped first, so none can fork away meanwhile).
   /// @param sig the signal (default SIGKILL).
   void kill_tree(int sig = SIGKILL);
+
+  /// Waits for the child's exit in a coroutine (a ptk::task), with no thread
+  /// blocked: `ptk::exit_status s = co_await p.async_wait();`. See ptk::exit_awaitable.
+  /// @return the awaitable.
+  [[nodiscard]] exit_awaitable async_wait();
 
   /// Lets the child run on unsupervised: this object forgets it. The child is not
   /// reaped by ptk; it is reaped by init once this process exits.
@@ -614,3 +620,6 @@ inline process spawn(const command& cmd) {
 }
 
 }  // namespace ptk
+
+// process::async_wait() is defined with its awaitable.
+#include <ptk/process/async_wait.hpp>

@@ -1,0 +1,438 @@
+/// @file
+/// @brief ptk::task: a lazy, move-only coroutine with symmetric transfer, the
+///        cancellation pieces every ptk coroutine shares (ptk::get_stop_token,
+///        ptk::operation_cancelled) and the per-thread frame allocator behind them.
+///
+/// @code
+/// ptk::task<int> answer() { co_return 42; }
+/// ptk::task<int> twice() { co_return 2 * co_await answer(); }
+/// int v = ptk::sync_wait(twice());  // 84
+/// @endcode
+#pragma once
+
+#include <ptk/config.hpp>
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PTK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PTK_ASAN 1
+#endif
+#endif
+#if defined(PTK_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
+namespace ptk {
+
+/// @brief Counters of the calling thread's coroutine frame allocator.
+///
+/// Every ptk coroutine frame (ptk::task, ptk::generator, the helpers of
+/// ptk::when_all, ptk::when_any, ptk::async_scope and ptk::sync_wait) comes from a
+/// per-thread cache of freed frames, sorted into 32-byte size classes up to 2 KiB.
+/// A frame freed on a thread goes to that thread's cache; a cache holds at most
+/// 1 MiB, and a frame freed beyond that, or larger than 2 KiB, goes back to the global
+/// heap (`operator delete`). A thread's cache is released when the thread exits.
+struct frame_allocator_stats {
+  std::uint64_t allocations = 0;  ///< frames allocated by this thread
+  std::uint64_t hits = 0;         ///< allocations served from the cache (no malloc)
+  std::uint64_t misses = 0;       ///< allocations of a cacheable size that had to malloc
+  std::uint64_t oversize = 0;     ///< allocations over 2 KiB, never cached
+  std::uint64_t released = 0;     ///< frees sent to the global heap because the cache was full
+  std::size_t cached_bytes = 0;   ///< bytes held by the cache now
+};
+
+namespace detail {
+
+inline constexpr std::size_t frame_granule = 32;
+inline constexpr std::size_t frame_classes = 64;  // frames of up to 64 * 32 = 2048 bytes
+inline constexpr std::size_t frame_cache_limit = std::size_t{1} << 20;
+static_assert(frame_granule % __STDCPP_DEFAULT_NEW_ALIGNMENT__ == 0,
+              "size classes keep operator new's alignment");
+
+struct frame_block {
+  frame_block* next;
+};
+
+// Trivially destructible and constant-initialised, so the hot path reads it with a
+// plain thread-pointer-relative access (no TLS init guard). The reaper below frees
+// the blocks when the thread exits.
+struct frame_cache {
+  frame_block* heads[frame_classes];
+  frame_allocator_stats stats;
+  bool reaper_armed;
+  bool dead;  // the thread is exiting: free straight to the heap
+};
+
+inline thread_local constinit frame_cache tls_frame_cache{};
+
+struct frame_cache_reaper {
+  frame_cache_reaper() = default;
+  frame_cache_reaper(const frame_cache_reaper&) = delete;
+  frame_cache_reaper& operator=(const frame_cache_reaper&) = delete;
+  ~frame_cache_reaper() {
+    frame_cache& c = tls_frame_cache;
+    c.dead = true;
+    for (frame_block*& head : c.heads) {
+      while (head != nullptr) {
+        frame_block* b = head;
+#if defined(PTK_ASAN)
+        __asan_unpoison_memory_region(b, sizeof(frame_block));
+#endif
+        head = b->next;
+        ::operator delete(b);
+      }
+    }
+    c.stats.cached_bytes = 0;
+  }
+};
+
+inline void arm_frame_cache_reaper() {
+  thread_local frame_cache_reaper reaper;  // registered for thread exit on first pass
+  tls_frame_cache.reaper_armed = true;
+}
+
+/// Allocates a coroutine frame of `n` bytes from the calling thread's cache.
+inline void* frame_allocate(std::size_t n) {
+  frame_cache& c = tls_frame_cache;
+  ++c.stats.allocations;
+  const std::size_t cls = (n + frame_granule - 1) / frame_granule;
+  if (cls > frame_classes || c.dead) {
+    ++c.stats.oversize;
+    return ::operator new(n);
+  }
+  if (frame_block* b = c.heads[cls - 1]) {
+#if defined(PTK_ASAN)
+    __asan_unpoison_memory_region(b, cls * frame_granule);
+#endif
+    c.heads[cls - 1] = b->next;
+    c.stats.cached_bytes -= cls * frame_granule;
+    ++c.stats.hits;
+    return b;
+  }
+  ++c.stats.misses;
+  return ::operator new(cls* frame_granule);
+}
+
+/// Frees a frame of `n` bytes (the size frame_allocate was given) into the calling
+/// thread's cache, or to the heap when the cache is full.
+inline void frame_deallocate(void* p, std::size_t n) noexcept {
+  frame_cache& c = tls_frame_cache;
+  const std::size_t cls = (n + frame_granule - 1) / frame_granule;
+  const std::size_t bytes = cls * frame_granule;
+  if (cls > frame_classes || c.dead || c.stats.cached_bytes + bytes > frame_cache_limit) {
+    if (cls <= frame_classes && !c.dead) ++c.stats.released;
+    ::operator delete(p);
+    return;
+  }
+  if (!c.reaper_armed) {
+    try {
+      arm_frame_cache_reaper();
+    } catch (...) {  // could not register the thread-exit hook: do not cache
+      ::operator delete(p);
+      return;
+    }
+  }
+  auto* b = static_cast<frame_block*>(p);
+  b->next = c.heads[cls - 1];
+  c.heads[cls - 1] = b;
+  c.stats.cached_bytes += bytes;
+#if defined(PTK_ASAN)
+  __asan_poison_memory_region(b, bytes);  // a use after free still reports
+#endif
+}
+
+/// Gives a promise type the recycling allocator.
+struct frame_allocated {
+  static void* operator new(std::size_t n) { return frame_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { frame_deallocate(p, n); }
+};
+
+/// The token of a coroutine that nobody can stop.
+inline const std::stop_token no_stop_token{};
+
+/// What `co_await ptk::get_stop_token()` names inside a ptk coroutine.
+struct get_stop_token_tag {};
+
+/// What every ptk promise shares: the awaiter to resume, the stop token inherited from
+/// it (a pointer into the awaiter's frame, which outlives this one: no reference
+/// count touched per co_await) and the exception the body threw.
+struct promise_base : frame_allocated {
+  std::coroutine_handle<> continuation_;
+  const std::stop_token* stop_ = &no_stop_token;
+  std::exception_ptr error_;
+
+  void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+  template <class A>
+  A&& await_transform(A&& a) noexcept {
+    return std::forward<A>(a);
+  }
+
+  struct stop_token_awaiter {
+    std::stop_token token;
+    bool await_ready() const noexcept { return true; }
+    void await_suspend(std::coroutine_handle<>) const noexcept {}
+    std::stop_token await_resume() noexcept { return std::move(token); }
+  };
+  stop_token_awaiter await_transform(get_stop_token_tag) noexcept { return {*stop_}; }
+};
+
+/// The stop token of the coroutine behind `h`, or an empty one for foreign coroutines.
+template <class P>
+const std::stop_token* stop_token_of(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<promise_base, P>) {
+    return h.promise().stop_;
+  } else {
+    return &no_stop_token;
+  }
+}
+
+/// Transfers to the continuation when a ptk::task finishes.
+struct final_transfer {
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
+    return h.promise().continuation_;
+  }
+  void await_resume() const noexcept {}
+};
+
+/// Where a coroutine keeps its result: a value, a reference (as a pointer), or nothing.
+template <class R>
+class result_holder {
+ public:
+  template <class U = R>
+  requires std::constructible_from<R, U&&>
+  void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<R, U&&>) {
+    value_.emplace(std::forward<U>(v));
+  }
+  R take() { return std::move(*value_); }
+
+ private:
+  std::optional<R> value_;
+};
+
+template <class R>
+class result_holder<R&> {
+ public:
+  void return_value(R& v) noexcept { value_ = std::addressof(v); }
+  R& take() noexcept { return *value_; }
+
+ private:
+  R* value_ = nullptr;
+};
+
+template <>
+class result_holder<void> {
+ public:
+  void return_void() noexcept {}
+  void take() noexcept {}
+};
+
+/// The awaiter an awaitable `a` produces: `a.operator co_await()`, a free
+/// `operator co_await(a)`, or `a` itself.
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+  if constexpr (requires { std::forward<A>(a).operator co_await(); }) {
+    return std::forward<A>(a).operator co_await();
+  } else if constexpr (requires { operator co_await(std::forward<A>(a)); }) {
+    return operator co_await(std::forward<A>(a));
+  } else {
+    return std::forward<A>(a);
+  }
+}
+
+/// The type `co_await std::declval<A>()` gives.
+template <class A>
+using await_result_t = decltype(get_awaiter(std::declval<A>()).await_resume());
+
+template <class T>
+class task_promise;
+
+}  // namespace detail
+
+/// @brief Something `co_await` accepts: it has (or gives through `operator co_await`)
+///        `await_ready`, `await_suspend` and `await_resume`.
+/// @tparam A the type to check.
+template <class A>
+concept awaitable = requires(A&& a) {
+  detail::get_awaiter(std::forward<A>(a)).await_ready();
+  detail::get_awaiter(std::forward<A>(a)).await_resume();
+};
+
+/// @brief The counters of the calling thread's frame allocator.
+/// @return a copy of this thread's counters (see ptk::frame_allocator_stats).
+[[nodiscard]] inline frame_allocator_stats this_thread_frame_stats() noexcept {
+  return detail::tls_frame_cache.stats;
+}
+
+/// @brief Thrown out of a wait (such as `co_await ptk::sleep_for(...)`) whose stop
+///        token was asked to stop.
+class operation_cancelled : public std::exception {
+ public:
+  /// @return a description of the exception.
+  [[nodiscard]] const char* what() const noexcept override { return "ptk: operation cancelled"; }
+};
+
+/// @brief The stop token of the running ptk coroutine, without suspending.
+///
+/// A ptk::task inherits the token of the ptk coroutine that awaits it; ptk::when_any,
+/// ptk::async_scope and ptk::sync_wait give their children their own.
+///
+/// @code
+/// ptk::task<void> poll(ptk::thread_pool& pool) {
+///   std::stop_token stop = co_await ptk::get_stop_token();
+///   while (!stop.stop_requested()) co_await pool.schedule();
+/// }
+/// @endcode
+/// @return an awaitable whose `co_await` gives the current std::stop_token.
+[[nodiscard]] constexpr detail::get_stop_token_tag get_stop_token() noexcept { return {}; }
+
+/// @brief A lazy coroutine producing a `T` (a value, a reference, or nothing for void).
+///
+/// The body does not start until the task is awaited (or passed to ptk::sync_wait,
+/// ptk::when_all, ptk::when_any or ptk::async_scope::spawn). Awaiting it transfers
+/// straight into it, and its end transfers straight back to the awaiter (symmetric
+/// transfer), so chains of any depth run in constant stack. An exception the body
+/// throws is rethrown by the `co_await`. A task is awaited at most once.
+///
+/// Frames come from a per-thread recycling allocator (ptk::frame_allocator_stats),
+/// so creating and awaiting a task makes no malloc once the cache is warm.
+///
+/// @code
+/// ptk::task<std::string> greet(std::string name) { co_return "hello " + name; }
+/// ptk::task<void> run(ptk::thread_pool& pool) {
+///   co_await pool.schedule();                 // continue on a worker
+///   std::string s = co_await greet("world");  // runs greet inline, no allocation
+/// }
+/// @endcode
+/// @tparam T the result type; `void` for none.
+template <class T = void>
+class [[nodiscard]] task {
+ public:
+  /// The coroutine machinery (used by the compiler).
+  using promise_type = detail::task_promise<T>;
+  /// The result type.
+  using value_type = T;
+
+  /// An empty task (not a coroutine; must not be awaited).
+  task() noexcept = default;
+  /// Takes over `other`'s coroutine; `other` becomes empty.
+  /// @param other the task to move from.
+  task(task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  /// Destroys this task's coroutine (if any) and takes over `other`'s.
+  /// @param other the task to move from.
+  /// @return this task.
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(other.h_, nullptr);
+    }
+    return *this;
+  }
+  task(const task&) = delete;             ///< Not copyable: a task has one owner.
+  task& operator=(const task&) = delete;  ///< Not copyable.
+  /// Destroys the coroutine frame (a task never awaited never runs its body).
+  ~task() {
+    if (h_) h_.destroy();
+  }
+
+  /// @return whether this task holds a coroutine (false once moved from).
+  [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(h_); }
+
+  /// @brief What `co_await task` uses.
+  class awaiter {
+   public:
+    /// @return false: a lazy task always starts by suspending the awaiter.
+    [[nodiscard]] bool await_ready() const {
+      if (!h_) throw std::logic_error("ptk::task: co_await on an empty task");
+      return false;
+    }
+    /// Starts the task; it inherits the awaiter's stop token.
+    /// @tparam P the awaiting coroutine's promise type.
+    /// @param awaiting the coroutine to resume when the task is done.
+    /// @return the task's coroutine, resumed next (symmetric transfer).
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> awaiting) const noexcept {
+      promise_type& p = h_.promise();
+      p.continuation_ = awaiting;
+      p.stop_ = detail::stop_token_of(awaiting);
+      return h_;
+    }
+    /// @return the task's result; rethrows the exception its body threw.
+    T await_resume() const { return h_.promise().take(); }
+
+   private:
+    friend class task;
+    explicit awaiter(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    std::coroutine_handle<promise_type> h_;
+  };
+
+  /// @return the awaiter that runs this task and gives its result.
+  awaiter operator co_await() const noexcept { return awaiter{h_}; }
+
+ private:
+  friend class detail::task_promise<T>;
+  explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  std::coroutine_handle<promise_type> h_;
+};
+
+namespace detail {
+
+template <class T>
+class task_promise : public promise_base, public result_holder<T> {
+ public:
+  task<T> get_return_object() noexcept {
+    return task<T>{std::coroutine_handle<task_promise>::from_promise(*this)};
+  }
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+  final_transfer final_suspend() const noexcept { return {}; }
+
+  T take() {
+    // Moved out, so the exception object dies on the awaiter's side.
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    return result_holder<T>::take();
+  }
+};
+
+}  // namespace detail
+
+/// @brief An executor that runs work at once, on the calling thread.
+///
+/// For symmetry with ptk::thread_pool: `co_await ex.schedule()` does not suspend and
+/// `post(f)` calls `f()` before returning.
+///
+/// @code
+/// ptk::inline_executor ex;
+/// co_await ex.schedule();       // continues right here
+/// ex.post([] { std::puts("now"); });
+/// @endcode
+class inline_executor {
+ public:
+  /// @return an awaitable that does not suspend.
+  [[nodiscard]] std::suspend_never schedule() const noexcept { return {}; }
+  /// Calls `f()` now.
+  /// @tparam F a callable taking no arguments.
+  /// @param f the callable.
+  template <class F>
+  requires std::invocable<F&>
+  void post(F&& f) const { f(); }
+  /// @return true: every thread is this executor's thread.
+  [[nodiscard]] bool running_in_this_thread() const noexcept { return true; }
+};
+
+}  // namespace ptk
