@@ -495,3 +495,28 @@ TEST_CASE("co_await pool.schedule() resumes the coroutine on a worker") {
   done.wait();
   CHECK(on_worker.load());
 }
+
+namespace {
+detached reschedule_loop(ptk::thread_pool& pool, std::atomic<bool>& other_ran, int& seen_at,
+                         std::latch& done) {
+  for (int i = 1; i <= 100; ++i) {
+    co_await pool.schedule();
+    if (other_ran.load() && seen_at == 0) seen_at = i;
+  }
+  done.count_down();
+}
+}  // namespace
+
+TEST_CASE("a coroutine rescheduling itself yields to tasks queued meanwhile") {
+  ptk::thread_pool pool{1};
+  gate g;
+  pool.post([&] { g.wait(); });
+  std::atomic<bool> other_ran{false};
+  int seen_at = 0;
+  std::latch done{1};
+  reschedule_loop(pool, other_ran, seen_at, done);  // queued behind the gate
+  pool.post([&] { other_ran = true; });             // queued behind the coroutine
+  g.open();
+  done.wait();
+  CHECK(seen_at == 2);  // one hop later, not after all 100
+}

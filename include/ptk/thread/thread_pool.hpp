@@ -106,6 +106,11 @@ inline thread_local unsigned current_worker_index = 0;
 /// Waiting on a ptk::future, a ptk::task_group or a parallel loop from inside a task
 /// runs other tasks meanwhile, so nested waits do not deadlock the pool.
 ///
+/// A worker runs the tasks it spawned itself before it takes more from the shared
+/// queue (that is what keeps fork-join work cache-hot); other workers steal the
+/// surplus. `co_await pool.schedule()` always goes through the shared queue, so a
+/// coroutine that reschedules itself in a loop yields to the tasks already queued.
+///
 /// @code
 /// ptk::thread_pool pool;                              // one worker per CPU
 /// pool.post([] { std::puts("fire and forget"); });
@@ -201,7 +206,11 @@ class thread_pool {
     bool await_ready() const noexcept { return false; }
     /// Queues the coroutine's resumption on the pool.
     /// @param h the suspended coroutine.
-    void await_suspend(std::coroutine_handle<> h) { pool_.post(p_, resume_task{h}); }
+    void await_suspend(std::coroutine_handle<> h) {
+      // Through the shared queue, even from a worker: a coroutine that schedules
+      // itself again yields to the tasks already queued instead of running at once.
+      pool_.enqueue_shared(p_, resume_task{h});
+    }
     /// Nothing to return: the coroutine now runs on a worker.
     void await_resume() const noexcept {}
 
@@ -302,6 +311,9 @@ class thread_pool {
   // a submission queue.
   template <class F>
   void enqueue(priority p, F&& f);
+  template <class F>
+  void enqueue_shared(priority p, F&& f);
+  bool take_batch(worker& w, detail::task_fn& first);
   void notify_after_push() noexcept;
   void wake_if_sleeping() noexcept;
   void wake_one() noexcept;
@@ -326,7 +338,7 @@ class thread_pool {
   bool run_one(worker& w);
   void run(worker& w, detail::task_fn& t);
   bool take_shared(std::size_t level, detail::task_fn& out);
-  detail::task_node* steal(worker& self, unsigned self_index);
+  detail::task_node* steal(worker& self, unsigned self_index, unsigned& victim);
   void worker_main(unsigned index);
   bool idle(worker& w);
   void report_error(std::exception_ptr e) noexcept;
@@ -414,16 +426,21 @@ void thread_pool::enqueue(priority p, F&& f) {
     // The only worker is the caller itself: nobody to wake, so skip the fence.
     if (workers_.size() == 1) return;
   } else {
-    if (!accepting_.load(std::memory_order_relaxed) && !running_in_this_thread()) {
-      throw std::runtime_error("ptk::thread_pool: task posted after shutdown");
-    }
-    // The queue's claim is a seq_cst RMW, which orders it before the reads in
-    // wake_if_sleeping() as the fence does for the deque.
-    queues_[p == priority::high ? 0 : 1].push(std::forward<F>(f));
-    wake_if_sleeping();
+    enqueue_shared(p, std::forward<F>(f));
     return;
   }
   notify_after_push();
+}
+
+template <class F>
+void thread_pool::enqueue_shared(priority p, F&& f) {
+  if (!accepting_.load(std::memory_order_relaxed) && !running_in_this_thread()) {
+    throw std::runtime_error("ptk::thread_pool: task posted after shutdown");
+  }
+  // The queue's claim is a seq_cst RMW, which orders it before the reads in
+  // wake_if_sleeping() as the fence does for the deque.
+  queues_[p == priority::high ? 0 : 1].push(std::forward<F>(f));
+  wake_if_sleeping();
 }
 
 inline void thread_pool::notify_after_push() noexcept {
@@ -514,7 +531,7 @@ inline bool thread_pool::take_shared(std::size_t level, detail::task_fn& out) {
   return queues_[level].try_pop(out);
 }
 
-inline detail::task_node* thread_pool::steal(worker& self, unsigned self_index) {
+inline detail::task_node* thread_pool::steal(worker& self, unsigned self_index, unsigned& victim) {
   const auto n = static_cast<unsigned>(workers_.size());
   if (n < 2) return nullptr;
   // xorshift: a cheap random starting victim spreads thieves out.
@@ -527,6 +544,7 @@ inline detail::task_node* thread_pool::steal(worker& self, unsigned self_index) 
     if (v == self_index) continue;
     if (detail::task_node* t = workers_[v]->deque.steal()) {
       bump(self.stolen);
+      victim = v;
       return t;
     }
   }
@@ -559,39 +577,45 @@ inline bool thread_pool::run_one(worker& w) {
     detail::node_cache().recycle(n);
     return true;
   }
-  // From the shared queue, take a fair share in one claim: the first runs now, the
-  // rest go to this worker's deque, where idle workers can still steal them. Fewer
-  // claims on the shared queue means less cache-line traffic with its producers.
-  std::size_t taken = 0;
-  if (!queues_[1].empty_hint()) {
-    detail::task_node* extra[batch_max];
-    taken = queues_[1].try_pop_many(
-        [&](detail::task_fn&& f) {
-          if (taken == 0) {
-            t = std::move(f);
-          } else {
-            extra[taken - 1] = detail::node_cache().make(std::move(f));
-          }
-          ++taken;
-        },
-        batch_max, workers_.size());
-    // Pushed newest first, so the owner's LIFO pops keep the submission order.
-    // (They are already counted as pushed by the queue.)
-    for (std::size_t i = taken; i > 1; --i) w.deque.push(extra[i - 2]);
-  }
-  if (taken != 0) {
-    // More work queued and nobody looking for it: bring in another worker.
-    if (taken > 1 || queues_[1].size_approx() != 0) notify_after_push();
+  if (take_batch(w, t)) {
     run(w, t);
     return true;
   }
-  if (detail::task_node* n = steal(w, index)) {
-    if (!workers_[index]->deque.empty_approx()) notify_after_push();
+  unsigned victim = 0;
+  if (detail::task_node* n = steal(w, index, victim)) {
+    // The victim has more: wake a sleeper to share it.
+    if (!workers_[victim]->deque.empty_approx()) notify_after_push();
     run(w, n->fn);
     detail::node_cache().recycle(n);
     return true;
   }
   return false;
+}
+
+// From the shared queue, takes a fair share in one claim: the first into `first`,
+// the rest into this worker's deque, where idle workers can still steal them. Fewer
+// claims on the shared queue means less cache-line traffic with its producers.
+inline bool thread_pool::take_batch(worker& w, detail::task_fn& first) {
+  if (queues_[1].empty_hint()) return false;
+  std::size_t taken = 0;
+  detail::task_node* extra[batch_max];
+  taken = queues_[1].try_pop_many(
+      [&](detail::task_fn&& f) {
+        if (taken == 0) {
+          first = std::move(f);
+        } else {
+          extra[taken - 1] = detail::node_cache().make(std::move(f));
+        }
+        ++taken;
+      },
+      batch_max, workers_.size());
+  if (taken == 0) return false;
+  // Pushed newest first, so the owner's LIFO pops keep the submission order.
+  // (They are already counted as pushed by the queue.)
+  for (std::size_t i = taken; i > 1; --i) w.deque.push(extra[i - 2]);
+  // More work queued and nobody looking for it: bring in another worker.
+  if (taken > 1 || queues_[1].size_approx() != 0) notify_after_push();
+  return true;
 }
 
 // Spins for a while looking for work, then sleeps on epoch_. Returns false when the
