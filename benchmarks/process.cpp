@@ -15,9 +15,6 @@
 #include <vector>
 
 #if PTK_BENCH_HAVE_BOOST_PROCESS
-// GCC 12 at -O3 reports a possible null dereference inside Boost.Asio's io_context
-// (pulled in by the peer, Boost.Process), where it is inlined into this file.
-#pragma GCC diagnostic ignored "-Wnull-dereference"
 // Boost 1.81's Process v2 uses these without including them when it is told to use
 // std::filesystem (which spares linking Boost.Filesystem).
 #include <boost/optional.hpp>
@@ -29,7 +26,7 @@
 
 #include "compare.hpp"
 
-extern char** environ;  // NOLINT: POSIX declares it nowhere
+// environ: declared by <unistd.h> (g++ and clang++ with libstdc++ define _GNU_SOURCE).
 
 namespace {
 

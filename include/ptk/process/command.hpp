@@ -92,7 +92,9 @@ class command {
     args_.push_back(std::move(a));
     return *this;
   }
-  /// @copydoc arg(std::string) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param a as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& arg(std::string a) && { return std::move(arg(std::move(a))); }
 
   /// Appends arguments.
@@ -102,7 +104,9 @@ class command {
     for (auto& a : as) args_.push_back(std::move(a));
     return *this;
   }
-  /// @copydoc args(std::vector<std::string>) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param as as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& args(std::vector<std::string> as) && { return std::move(args(std::move(as))); }
 
   /// Runs the child in `dir`.
@@ -112,7 +116,9 @@ class command {
     cwd_ = std::move(dir);
     return *this;
   }
-  /// @copydoc cwd(std::string) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param dir as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& cwd(std::string dir) && { return std::move(cwd(std::move(dir))); }
 
   /// Sets one environment variable for the child (on top of the inherited ones).
@@ -123,7 +129,10 @@ class command {
     env_[std::move(key)] = std::move(value);
     return *this;
   }
-  /// @copydoc env(std::string, std::string) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param key as for the overload on an lvalue.
+  /// @param value as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& env(std::string key, std::string value) && {
     return std::move(env(std::move(key), std::move(value)));
   }
@@ -135,7 +144,9 @@ class command {
     env_[std::move(key)] = std::nullopt;
     return *this;
   }
-  /// @copydoc env_remove(std::string) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param key as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& env_remove(std::string key) && { return std::move(env_remove(std::move(key))); }
 
   /// Starts from an empty environment instead of the parent's.
@@ -144,7 +155,8 @@ class command {
     inherit_env_ = false;
     return *this;
   }
-  /// @copydoc env_clear() &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @return the command, moved.
   command&& env_clear() && { return std::move(env_clear()); }
 
   /// Connects the child's standard input.
@@ -154,7 +166,9 @@ class command {
     in_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_in(stdio_target) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param s as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& std_in(stdio_target s) && { return std::move(std_in(std::move(s))); }
 
   /// Connects the child's standard output.
@@ -164,7 +178,9 @@ class command {
     out_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_out(stdio_target) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param s as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& std_out(stdio_target s) && { return std::move(std_out(std::move(s))); }
 
   /// Connects the child's standard error.
@@ -174,7 +190,9 @@ class command {
     err_ = std::move(s);
     return *this;
   }
-  /// @copydoc std_err(stdio_target) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param s as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& std_err(stdio_target s) && { return std::move(std_err(std::move(s))); }
 
   /// Makes the child the leader of a new process group, so process::kill_tree() can
@@ -186,7 +204,9 @@ class command {
     new_group_ = on;
     return *this;
   }
-  /// @copydoc new_process_group(bool) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param on as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& new_process_group(bool on = true) && { return std::move(new_process_group(on)); }
 
   /// Starts the child in a new session (setsid): no controlling terminal, and it
@@ -197,7 +217,9 @@ class command {
     new_session_ = on;
     return *this;
   }
-  /// @copydoc new_session(bool) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param on as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& new_session(bool on = true) && { return std::move(new_session(on)); }
 
   /// Passes the parent's descriptor `parent_fd` to the child as descriptor
@@ -209,7 +231,10 @@ class command {
     pass_.emplace_back(parent_fd, child_fd);
     return *this;
   }
-  /// @copydoc pass_fd(int, int) &
+  /// The same, on a temporary: lets a chain start from `ptk::command{...}`.
+  /// @param parent_fd as for the overload on an lvalue.
+  /// @param child_fd as for the overload on an lvalue.
+  /// @return the command, moved.
   command&& pass_fd(int parent_fd, int child_fd) && {
     return std::move(pass_fd(parent_fd, child_fd));
   }

@@ -47,8 +47,6 @@
 #include <utility>
 #include <vector>
 
-extern char** environ;  // NOLINT: POSIX declares it nowhere
-
 namespace ptk {
 
 namespace detail {
