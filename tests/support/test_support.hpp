@@ -16,6 +16,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace ptk::test {
 
@@ -61,6 +63,36 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
 
 /// This thread's kernel thread id.
 inline pid_t current_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+/// This process's threads as (kernel tid, name) pairs, from /proc/self/task/*/comm.
+inline std::vector<std::pair<pid_t, std::string>> threads_of_this_process() {
+  std::vector<std::pair<pid_t, std::string>> out;
+  DIR* dir = ::opendir("/proc/self/task");
+  if (dir == nullptr) throw std::runtime_error("cannot open /proc/self/task");
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd == -1) continue;  // the thread exited meanwhile
+    char buf[32] = {};
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    std::string name(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+    out.emplace_back(static_cast<pid_t>(std::stoi(e->d_name)), name);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+/// Kernel tids of this process's threads whose name starts with `prefix`.
+inline std::vector<pid_t> threads_named(const std::string& prefix) {
+  std::vector<pid_t> tids;
+  for (const auto& [tid, name] : threads_of_this_process()) {
+    if (name.rfind(prefix, 0) == 0) tids.push_back(tid);
+  }
+  return tids;
+}
 
 /// Waits for child `pid` and returns its exit code; -1 if it did not exit normally.
 inline int wait_exit_code(pid_t pid) {

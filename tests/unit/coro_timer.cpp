@@ -31,24 +31,12 @@ ptk::task<steady::time_point> sleep_then_now(ptk::timer_queue& timers,
   co_return steady::now();
 }
 
-// The kernel thread ids of this process's threads named `name`.
+// The kernel thread ids of this process's threads named exactly `name`.
 std::vector<pid_t> threads_named(const std::string& name) {
   std::vector<pid_t> out;
-  DIR* dir = ::opendir("/proc/self/task");
-  REQUIRE(dir != nullptr);
-  while (const dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd == -1) continue;
-    char buf[32] = {};
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    if (n > 0 && std::string(buf, static_cast<std::size_t>(n)) == name + "\n") {
-      out.push_back(static_cast<pid_t>(std::stoi(e->d_name)));
-    }
+  for (const auto& [tid, n] : ptk::test::threads_of_this_process()) {
+    if (n == name) out.push_back(tid);
   }
-  ::closedir(dir);
   return out;
 }
 

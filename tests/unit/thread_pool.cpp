@@ -24,33 +24,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Names of this process's threads, from /proc/self/task/*/comm.
-std::vector<std::pair<pid_t, std::string>> threads_of_this_process() {
-  std::vector<std::pair<pid_t, std::string>> out;
-  DIR* dir = ::opendir("/proc/self/task");
-  REQUIRE(dir != nullptr);
-  while (const dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd == -1) continue;
-    char buf[32] = {};
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    std::string name(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
-    while (!name.empty() && name.back() == '\n') name.pop_back();
-    out.emplace_back(static_cast<pid_t>(std::stoi(e->d_name)), name);
-  }
-  ::closedir(dir);
-  return out;
-}
+using ptk::test::threads_of_this_process;
 
 std::vector<pid_t> worker_tids(const std::string& prefix) {
-  std::vector<pid_t> tids;
-  for (const auto& [tid, name] : threads_of_this_process()) {
-    if (name.rfind(prefix, 0) == 0) tids.push_back(tid);
-  }
-  return tids;
+  return ptk::test::threads_named(prefix);
 }
 
 // A gate a task can block on without helping the pool (std::latch does not run
