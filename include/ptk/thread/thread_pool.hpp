@@ -74,7 +74,7 @@ struct thread_pool_options {
   /// What the destructor does with tasks still queued.
   shutdown_policy on_destroy = shutdown_policy::drain;
   /// How many times an idle worker looks for work before it sleeps in the kernel.
-  unsigned spin_rounds = 64;
+  unsigned spin_rounds = 256;
 };
 
 class thread_pool;
