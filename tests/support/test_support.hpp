@@ -94,6 +94,38 @@ inline std::vector<pid_t> threads_named(const std::string& prefix) {
   return tids;
 }
 
+/// How a forked child ended and what it wrote to stderr.
+struct child_outcome {
+  int status = 0;  ///< the raw wait status
+  std::string stderr_text;
+};
+
+/// Runs `body` in a forked child (stderr captured, SIGABRT at its default action so
+/// the test framework's handler does not report it) and returns how it ended. For
+/// checking code that must terminate the process.
+template <class F>
+child_outcome in_forked_child(F body) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  const pid_t child = ::fork();
+  if (child == -1) throw std::runtime_error("fork failed");
+  if (child == 0) {
+    ::signal(SIGABRT, SIG_DFL);
+    ::dup2(fds[1], STDERR_FILENO);
+    body();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  child_outcome out;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
+    out.stderr_text.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  ::waitpid(child, &out.status, 0);
+  return out;
+}
+
 /// Waits for child `pid` and returns its exit code; -1 if it did not exit normally.
 inline int wait_exit_code(pid_t pid) {
   int status = 0;

@@ -95,28 +95,12 @@ TEST_CASE("request_stop reaches spawned tasks through their stop token") {
 }
 
 TEST_CASE("destroying an async_scope with running tasks terminates with a message") {
-  auto err = ptk::detail::make_pipe();
-  const pid_t child = ::fork();
-  REQUIRE(child != -1);
-  if (child == 0) {
-    ::signal(SIGABRT, SIG_DFL);  // the test framework's handler would report it as a failure
-    ::dup2(err.second.get(), STDERR_FILENO);
-    {
-      ptk::async_scope scope;
-      scope.spawn(std::suspend_always{});  // never resumed
-    }
-    ::_exit(0);  // not reached
-  }
-  err.second.reset();
-  std::string text;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(err.first.get(), buf, sizeof buf)) > 0)
-    text.append(buf, static_cast<std::size_t>(n));
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  CHECK(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGABRT);
-  CHECK(text.find("ptk::async_scope: destroyed with spawned coroutines still running") !=
+  const auto r = ptk::test::in_forked_child([] {
+    ptk::async_scope scope;
+    scope.spawn(std::suspend_always{});  // never resumed
+  });
+  CHECK(WIFSIGNALED(r.status));
+  CHECK(WTERMSIG(r.status) == SIGABRT);
+  CHECK(r.stderr_text.find("ptk::async_scope: destroyed with spawned coroutines still running") !=
         std::string::npos);
 }

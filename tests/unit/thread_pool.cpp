@@ -99,29 +99,15 @@ TEST_CASE("an exception thrown by a posted task goes to the on_error handler") {
 }
 
 TEST_CASE("by default a posted task that throws terminates with a clear message") {
-  auto err = ptk::detail::make_pipe();
-  const pid_t child = ::fork();
-  REQUIRE(child != -1);
-  if (child == 0) {
-    ::signal(SIGABRT, SIG_DFL);  // the test framework's handler would report it as a failure
-    ::dup2(err.second.get(), STDERR_FILENO);
+  const auto r = ptk::test::in_forked_child([] {
     ptk::thread_pool pool{1};
     pool.post([] { throw std::runtime_error("unhandled in a posted task"); });
-    pool.wait_idle();
-    ::_exit(0);  // not reached: the pool terminates the process
-  }
-  err.second.reset();
-  std::string text;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(err.first.get(), buf, sizeof buf)) > 0)
-    text.append(buf, static_cast<std::size_t>(n));
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  CHECK(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGABRT);
-  CHECK(text.find("ptk::thread_pool: a posted task threw") != std::string::npos);
-  CHECK(text.find("unhandled in a posted task") != std::string::npos);
+    pool.wait_idle();  // not returning: the pool terminates the process
+  });
+  CHECK(WIFSIGNALED(r.status));
+  CHECK(WTERMSIG(r.status) == SIGABRT);
+  CHECK(r.stderr_text.find("ptk::thread_pool: a posted task threw") != std::string::npos);
+  CHECK(r.stderr_text.find("unhandled in a posted task") != std::string::npos);
 }
 
 TEST_CASE("tasks waiting on futures of their own pool, more than workers, all finish") {
