@@ -621,9 +621,15 @@ inline bool thread_pool::take_batch(worker& w, detail::task_fn& first) {
 // Spins for a while looking for work, then sleeps on epoch_. Returns false when the
 // worker should exit.
 inline bool thread_pool::idle(worker& /*w*/) {
-  searching_.fetch_add(1, std::memory_order_seq_cst);
+  // At most half the workers (at least one) spin looking for work; the others go
+  // straight to sleep. Spinners read the queues' hot cache lines and take CPU time
+  // from the threads producing work; one spinner is enough to pick up new work at
+  // once, and it wakes more workers as soon as it finds more than it can take.
+  const std::uint32_t already = searching_.fetch_add(1, std::memory_order_seq_cst);
+  const std::size_t max_spinners = std::max<std::size_t>(1, workers_.size() / 2);
+  const unsigned rounds = already < max_spinners ? options_.spin_rounds : 0;
   notify_idle_waiters();
-  for (unsigned round = 0; round < options_.spin_rounds; ++round) {
+  for (unsigned round = 0; round < rounds; ++round) {
     if (work_visible()) {
       searching_.fetch_sub(1, std::memory_order_seq_cst);
       return true;
