@@ -111,14 +111,14 @@ class reactor {
         }
         finish(id, true);
       }
-      std::vector<command> todo;
+      std::vector<command> pending;
       bool stop = false;
       {
         const std::lock_guard lock(mutex_);
-        todo.swap(commands_);
+        pending.swap(commands_);
         stop = stopping_;
       }
-      for (command& c : todo) apply(c);
+      for (command& c : pending) apply(c);
       if (stop) {
         for (auto& [id, w] : watches_) w.cb(false);
         watches_.clear();
