@@ -1,17 +1,27 @@
 /// @file
 /// @brief ptk::spawn and ptk::process: start a child process and supervise it.
 ///
-/// Children are started with posix_spawn, which glibc implements with
-/// clone(CLONE_VM | CLONE_VFORK): no copy of the parent's memory, so spawning costs
-/// the same from a 10 MiB or a 10 GiB parent, and the child runs no code of ours
-/// between clone and exec (safe from any number of threads). An exec failure comes
-/// back to the parent as an error code, so ptk::spawn throws it. Each child is then
+/// Children are started without fork: no copy of the parent's memory, so spawning
+/// costs the same from a 10 MiB or a 10 GiB parent. Two backends, picked once per
+/// process:
+/// - **clone3** (x86-64, Linux 5.9+; the default): clone3(CLONE_VM | CLONE_VFORK |
+///   CLONE_PIDFD | CLONE_CLEAR_SIGHAND). Between clone and exec the child runs only
+///   raw system calls on data the parent prepared (PATH search included), so it is
+///   safe from any number of threads. It is the backend that can set a parent-death
+///   signal (command::parent_death_signal), and the pidfd comes with the child.
+/// - **posix_spawn** + pidfd_open: used on other architectures, on kernels without
+///   clone3, CLONE_CLEAR_SIGHAND or close_range, when a seccomp filter refuses clone3,
+///   and when the environment variable PTK_SPAWN_BACKEND is set to posix_spawn
+///   (for comparison and troubleshooting). It cannot set a parent-death signal.
+///
+/// Both report an exec failure to the parent, so ptk::spawn throws it. Each child is
 /// tracked by a pidfd (Linux 5.3+): signals cannot hit a recycled pid, and waits with
 /// a timeout sleep in poll(2). Where pidfd_open is refused (old kernels, some
 /// sandboxes) ptk falls back to the pid and to polling waitpid in timed waits.
 #pragma once
 
 #include <ptk/config.hpp>
+#include <ptk/detail/clone_spawn.hpp>
 #include <ptk/detail/procfs.hpp>
 #include <ptk/detail/syscall.hpp>
 #include <ptk/detail/unique_fd.hpp>
@@ -36,6 +46,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -115,6 +126,14 @@ class pipe_end {
 
 class process;
 class exit_awaitable;
+namespace detail {
+struct spawn_setup;
+// The two ways of starting a child (ptk::spawn picks one); friends of ptk::process.
+struct spawner {
+  static process with_posix_spawn(spawn_setup& s);
+  static std::optional<process> with_clone3(spawn_setup& s);
+};
+}  // namespace detail
 /// @brief Starts `cmd` as a child process.
 /// @param cmd what to run and how.
 /// @return the running child.
@@ -269,7 +288,7 @@ class process {
   }
 
  private:
-  friend process spawn(const command& cmd);
+  friend struct detail::spawner;
 
   void check_owned() const {
     if (pid_ <= 0) throw std::logic_error("ptk::process: no child (empty, moved-from or detached)");
@@ -482,25 +501,98 @@ inline void process::kill_tree(int sig) {
   if (sig != SIGKILL) signal(SIGCONT);
 }
 
-inline process spawn(const command& cmd) {
-  const std::string what = "spawn '" + cmd.program() + "'";
+namespace detail {
+
+// What both backends need, prepared in the parent before anything is started.
+struct spawn_setup {
+  explicit spawn_setup(const command& c)
+      : cmd(c), what("spawn '" + c.program() + "'") {
+    // Descriptors the child receives must sit above every target number, so that no
+    // dup2 in the child overwrites a source still to be copied.
+    for (const auto& [from, to] : cmd.passed_fds()) {
+      if (to < 3) throw std::invalid_argument(what + ": pass_fd target must be 3 or more");
+      floor = std::max(floor, to + 1);
+    }
+    if (cmd.stdin_mode() == stdio::to_stdout || cmd.stdout_mode() == stdio::to_stdout) {
+      throw std::invalid_argument(what + ": stdio::to_stdout is for stderr only");
+    }
+    argv.push_back(const_cast<char*>(cmd.program().c_str()));  // execve does not write
+    for (const auto& a : cmd.arguments()) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    if (cmd.inherits_environment() && cmd.environment_changes().empty()) {
+      envp = environ;  // the common case: no copy at all
+    } else {
+      env = child_environment(cmd);
+      for (auto& e : env) env_pointers.push_back(e.data());
+      env_pointers.push_back(nullptr);
+      envp = env_pointers.data();
+    }
+  }
+
+  // `fd` itself if it is above every target, else a close-on-exec copy that is.
+  int above_floor(int fd) {
+    if (fd >= floor) return fd;
+    keep_alive.emplace_back(
+        check(::fcntl(fd, F_DUPFD_CLOEXEC, floor), "copy descriptor for the child"));
+    return keep_alive.back().get();
+  }
+
+  // For stdio::pipe: makes the pipe, gives the parent its end, returns the child's.
+  int pipe_for(int target, pipe_end& parent_end) {
+    auto p = make_pipe();
+    unique_fd& child_side = target == 0 ? p.first : p.second;
+    parent_end = pipe_end(std::move(target == 0 ? p.second : p.first));
+    keep_alive.push_back(std::move(child_side));
+    return above_floor(keep_alive.back().get());
+  }
+
+  static int open_flags(file_mode how) noexcept {
+    return how == file_mode::read       ? O_RDONLY
+           : how == file_mode::truncate ? O_WRONLY | O_CREAT | O_TRUNC
+                                        : O_WRONLY | O_CREAT | O_APPEND;
+  }
+
+  const command& cmd;
+  std::string what;
+  int floor = 3;
+  std::vector<unique_fd> keep_alive;  // parent-side copies, closed after the spawn
+  std::vector<char*> argv;
+  std::vector<std::string> env;
+  std::vector<char*> env_pointers;
+  char* const* envp = nullptr;
+};
+
+// The PATH candidates for `program`, in order, as execvp would try them (the
+// parent's PATH, /bin:/usr/bin when unset; an empty entry is the working directory).
+inline std::vector<std::string> exec_candidates(const std::string& program) {
+  if (program.find('/') != std::string::npos) return {program};
+  std::vector<std::string> out;
+  if (program.empty()) return out;
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/bin:/usr/bin";
+  for (;;) {
+    const auto colon = rest.find(':');
+    const std::string_view dir = rest.substr(0, colon);
+    out.push_back(dir.empty() ? program : std::string(dir) + "/" + program);
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// Starts children with posix_spawn: the fallback where clone3 is not available.
+inline process detail::spawner::with_posix_spawn(spawn_setup& s) {
+  const command& cmd = s.cmd;
+  const std::string& what = s.what;
+  if (cmd.death_signal() != 0) {
+    throw_os_error(ENOSYS, what + ": a parent-death signal needs the clone3 backend "
+                                  "(x86-64, Linux 5.9+)");
+  }
   detail::spawn_actions actions;
   detail::spawn_attributes attributes;
   process child;
-
-  // Descriptors the child receives are first copied above every target number, so
-  // that no dup2 of the file actions overwrites a source still to be copied.
-  int floor = 3;
-  for (const auto& [from, to] : cmd.passed_fds()) {
-    if (to < 3) throw std::invalid_argument(what + ": pass_fd target must be 3 or more");
-    floor = std::max(floor, to + 1);
-  }
-  std::vector<detail::unique_fd> keep_alive;  // parent-side copies, closed after spawn
-  const auto above_floor = [&](int fd) {
-    keep_alive.emplace_back(
-        detail::check(::fcntl(fd, F_DUPFD_CLOEXEC, floor), "copy descriptor for the child"));
-    return keep_alive.back().get();
-  };
   auto& fa = actions.fa;
   const auto connect = [&](const stdio_target& how, int target, pipe_end& parent_end) {
     switch (how.mode) {
@@ -512,35 +604,25 @@ inline process spawn(const command& cmd) {
                                                target == 0 ? O_RDONLY : O_WRONLY, 0),
             "spawn: /dev/null action");
         break;
-      case stdio::pipe: {
-        auto p = detail::make_pipe();
-        detail::unique_fd& child_side = target == 0 ? p.first : p.second;
-        detail::unique_fd& parent_side = target == 0 ? p.second : p.first;
+      case stdio::pipe:
         detail::check_spawn_call(
-            ::posix_spawn_file_actions_adddup2(&fa, above_floor(child_side.get()), target),
+            ::posix_spawn_file_actions_adddup2(&fa, s.pipe_for(target, parent_end), target),
             "spawn: dup2 action");
-        parent_end = pipe_end(std::move(parent_side));
         break;
-      }
       case stdio::to_stdout:
-        if (target != 2)
-          throw std::invalid_argument(what + ": stdio::to_stdout is for stderr only");
         // Runs after stdout's own action, so stderr follows stdout wherever it goes.
         detail::check_spawn_call(::posix_spawn_file_actions_adddup2(&fa, 1, 2),
                                  "spawn: dup2 action");
         break;
-      case stdio::file: {
-        const int flags = how.how == file_mode::read       ? O_RDONLY
-                          : how.how == file_mode::truncate ? O_WRONLY | O_CREAT | O_TRUNC
-                                                           : O_WRONLY | O_CREAT | O_APPEND;
+      case stdio::file:
         detail::check_spawn_call(
-            ::posix_spawn_file_actions_addopen(&fa, target, how.path.c_str(), flags, 0644),
+            ::posix_spawn_file_actions_addopen(&fa, target, how.path.c_str(),
+                                               spawn_setup::open_flags(how.how), 0644),
             "spawn: open action");
         break;
-      }
       case stdio::fd:
         detail::check_spawn_call(
-            ::posix_spawn_file_actions_adddup2(&fa, above_floor(how.fd), target),
+            ::posix_spawn_file_actions_adddup2(&fa, s.above_floor(how.fd), target),
             "spawn: dup2 action");
         break;
     }
@@ -549,12 +631,12 @@ inline process spawn(const command& cmd) {
   connect(cmd.stdout_mode(), 1, child.out_);
   connect(cmd.stderr_mode(), 2, child.err_);
   for (const auto& [from, to] : cmd.passed_fds()) {
-    detail::check_spawn_call(::posix_spawn_file_actions_adddup2(&fa, above_floor(from), to),
+    detail::check_spawn_call(::posix_spawn_file_actions_adddup2(&fa, s.above_floor(from), to),
                              "spawn: dup2 action");
   }
   // Nothing else crosses: every descriptor above the passed ones is closed, even
   // one some other code opened without O_CLOEXEC.
-  detail::check_spawn_call(::posix_spawn_file_actions_addclosefrom_np(&fa, floor),
+  detail::check_spawn_call(::posix_spawn_file_actions_addclosefrom_np(&fa, s.floor),
                            "spawn: closefrom action");
   if (cmd.working_directory()) {
     detail::check_spawn_call(
@@ -579,23 +661,12 @@ inline process spawn(const command& cmd) {
   }
   ::posix_spawnattr_setflags(&attr, flags);
 
-  std::vector<std::string> args;
-  args.push_back(cmd.program());
-  args.insert(args.end(), cmd.arguments().begin(), cmd.arguments().end());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env = detail::child_environment(cmd);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
   pid_t pid = -1;
   const bool search_path = cmd.program().find('/') == std::string::npos;
-  const int r =
-      search_path
-          ? ::posix_spawnp(&pid, cmd.program().c_str(), &fa, &attr, argv.data(), envp.data())
-          : ::posix_spawn(&pid, cmd.program().c_str(), &fa, &attr, argv.data(), envp.data());
+  const int r = search_path ? ::posix_spawnp(&pid, cmd.program().c_str(), &fa, &attr,
+                                             s.argv.data(), s.envp)
+                            : ::posix_spawn(&pid, cmd.program().c_str(), &fa, &attr,
+                                            s.argv.data(), s.envp);
   if (r != 0) {
     // posix_spawn reports a failed chdir and a failed exec alike; name the directory
     // when it is the culprit.
@@ -615,6 +686,127 @@ inline process spawn(const command& cmd) {
   const int pidfd = detail::pidfd_open(pid);  // pidfds are always close-on-exec
   if (pidfd >= 0) child.pidfd_.reset(pidfd);  // else: documented fallback to the pid
   return child;
+}
+
+#if PTK_HAVE_CLONE_SPAWN
+// Starts children with clone3 (see detail/clone_spawn.hpp); nullopt when the kernel
+// turns clone3 down, after which every spawn uses posix_spawn.
+inline std::optional<process> detail::spawner::with_clone3(spawn_setup& s) {
+  const command& cmd = s.cmd;
+  const std::string& what = s.what;
+  process child;
+  std::vector<fd_move> moves;
+  moves.reserve(3 + cmd.passed_fds().size());
+  // Files are opened here, in the parent, so a failure names the file.
+  const auto open_for = [&](const std::string& path, int flags, const char* role) {
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+    if (fd == -1) throw_last_os_error(what + " with " + role + " file '" + path + "'");
+    s.keep_alive.emplace_back(fd);
+    return s.above_floor(fd);
+  };
+  const auto connect = [&](const stdio_target& how, int target, pipe_end& parent_end) {
+    switch (how.mode) {
+      case stdio::inherit:
+        break;
+      case stdio::null:
+        moves.push_back({open_for("/dev/null", target == 0 ? O_RDONLY : O_WRONLY, "null"),
+                         target});
+        break;
+      case stdio::pipe:
+        moves.push_back({s.pipe_for(target, parent_end), target});
+        break;
+      case stdio::to_stdout:
+        moves.push_back({1, 2});  // after stdout's own move: stderr follows it
+        break;
+      case stdio::file:
+        moves.push_back({open_for(how.path, spawn_setup::open_flags(how.how),
+                                  how.how == file_mode::read ? "input" : "output"),
+                         target});
+        break;
+      case stdio::fd:
+        moves.push_back({s.above_floor(how.fd), target});
+        break;
+    }
+  };
+  connect(cmd.stdin_mode(), 0, child.in_);
+  connect(cmd.stdout_mode(), 1, child.out_);
+  connect(cmd.stderr_mode(), 2, child.err_);
+  std::vector<int> keep;
+  for (const auto& [from, to] : cmd.passed_fds()) {
+    moves.push_back({s.above_floor(from), to});
+    keep.push_back(to);
+  }
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
+
+  const std::vector<std::string> paths = exec_candidates(cmd.program());
+  std::vector<const char*> path_pointers;
+  path_pointers.reserve(paths.size());
+  for (const auto& p : paths) path_pointers.push_back(p.c_str());
+
+  child_plan plan;
+  plan.moves = moves.data();
+  plan.move_count = static_cast<int>(moves.size());
+  plan.keep = keep.data();
+  plan.keep_count = static_cast<int>(keep.size());
+  plan.cwd = cmd.working_directory() ? cmd.working_directory()->c_str() : nullptr;
+  plan.exec_paths = path_pointers.data();
+  plan.exec_path_count = static_cast<int>(path_pointers.size());
+  plan.argv = s.argv.data();
+  plan.envp = s.envp;
+  plan.new_session = cmd.starts_session();
+  plan.new_group = cmd.starts_process_group();
+  plan.death_signal = cmd.death_signal();
+  plan.expected_parent = ::getpid();
+  plan.ignored_signals = ignored_signals();
+
+  int pidfd = -1;
+  const long pid = clone_spawn(plan, pidfd);
+  if (pid == -ENOSYS || pid == -EINVAL || pid == -EPERM) {
+    // No clone3, or no CLONE_CLEAR_SIGHAND (before 5.5), or a seccomp filter that
+    // refuses clone3 (some container runtimes): posix_spawn from now on.
+    spawn_backend_state().store(spawn_backend_kind::posix_spawn, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+  if (pid < 0) throw_os_error(static_cast<int>(-pid), what);
+  unique_fd owned_pidfd(pidfd);
+  if (plan.failed != child_step::none) {
+    // The child exited before exec; it is a zombie by now (CLONE_VFORK): reap it.
+    int raw = 0;
+    retry_on_eintr([&] { return ::waitpid(static_cast<pid_t>(pid), &raw, 0); });
+    const int err = plan.error;
+    switch (plan.failed) {
+      case child_step::chdir:
+        throw_os_error(err, what + " in '" + *cmd.working_directory() + "'");
+      case child_step::descriptors:
+        throw_os_error(err, what + ": set up the child's descriptors");
+      case child_step::session:
+        throw_os_error(err, what + ": start a new session or process group");
+      case child_step::death_signal:
+        throw_os_error(err, what + ": set the parent-death signal");
+      case child_step::signals:
+        throw_os_error(err, what + ": reset the child's signals");
+      case child_step::exec:
+      case child_step::none:
+        break;
+    }
+    throw_os_error(err, what);
+  }
+  child.pid_ = static_cast<pid_t>(pid);
+  child.pidfd_ = std::move(owned_pidfd);
+  child.group_leader_ = cmd.starts_process_group() || cmd.starts_session();
+  return child;
+}
+#endif
+
+inline process spawn(const command& cmd) {
+  detail::spawn_setup setup(cmd);
+#if PTK_HAVE_CLONE_SPAWN
+  if (detail::spawn_backend() == detail::spawn_backend_kind::clone3) {
+    if (auto child = detail::spawner::with_clone3(setup)) return std::move(*child);
+  }
+#endif
+  return detail::spawner::with_posix_spawn(setup);
 }
 
 }  // namespace ptk
