@@ -3,6 +3,10 @@
 
 #include <ptk/config.hpp>
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 
 #if defined(__SANITIZE_THREAD__)
@@ -37,5 +41,47 @@ inline void cpu_relax() noexcept {
   asm volatile("yield" ::: "memory");
 #endif
 }
+
+
+/// An asymmetric Dekker fence pair for "publish, then check whether someone sleeps"
+/// handshakes across threads and processes. The fast side (a writer that publishes
+/// on every message) pays only a compiler barrier; the slow side (a reader about to
+/// sleep, which makes a system call anyway) pays a membarrier(2) that runs a full
+/// barrier on every CPU currently running a process registered for it. The
+/// registration happens once per process, on first use; where membarrier is missing
+/// (or under TSan, which cannot see it) both sides use a real seq_cst fence.
+class asymmetric_fence {
+ public:
+  /// Registers this process; call it when a channel is attached, before any fence,
+  /// so no publish of this process precedes its registration.
+  static void prepare() noexcept { (void)registered(); }
+  /// Fence on the frequent side (publish; light_side(); check the sleeper flag).
+  static void light_side() noexcept {
+    if (registered()) {
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      seq_cst_fence();
+    }
+  }
+  /// Fence on the rare side (set the sleeper flag; heavy_side(); re-check).
+  static void heavy_side() noexcept {
+    if (registered() &&
+        ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0U, 0) == 0) {
+      return;
+    }
+    seq_cst_fence();
+  }
+
+ private:
+  static bool registered() noexcept {
+#if defined(PTK_TSAN)
+    return false;
+#else
+    static const bool ok =
+        ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0U, 0) == 0;
+    return ok;
+#endif
+  }
+};
 
 }  // namespace ptk::detail

@@ -1,0 +1,305 @@
+// Internal: the machinery shared by ptk's shared-memory channels: mapping segments,
+// the validated header every ptk segment starts with, type identities, telling
+// whether a peer process is still alive, and the spin-then-sleep wait loop.
+//
+// Everything read from shared memory is untrusted: another process (buggy, hostile,
+// or killed half-way) may have written anything. Headers are copied out once and
+// validated; channels keep their own copies of sizes and never re-read them.
+#pragma once
+
+#include <ptk/config.hpp>
+#include <ptk/detail/atomic.hpp>
+#include <ptk/detail/futex.hpp>
+#include <ptk/detail/syscall.hpp>
+#include <ptk/detail/unique_fd.hpp>
+#include <ptk/error.hpp>
+#include <ptk/ipc/channel.hpp>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+
+namespace ptk::detail {
+
+// ---- type identity --------------------------------------------------------------
+
+/// The compiler's spelling of T, e.g. "int" or "std::array<char, 16>". Processes
+/// built by different compilers may spell a type differently (and are then told
+/// the types differ), which errs on the safe side.
+template <class T>
+constexpr std::string_view type_name() noexcept {
+  const std::string_view p = __PRETTY_FUNCTION__;
+  const std::size_t b = p.find("T = ") + 4;
+#if defined(__clang__)
+  const std::size_t e = p.rfind(']');
+#else
+  const std::size_t e = p.find("; ", b) == std::string_view::npos ? p.rfind(']') : p.find("; ", b);
+#endif
+  return p.substr(b, e - b);
+}
+
+/// FNV-1a of the type's name, size and alignment.
+template <class T>
+constexpr std::uint64_t type_hash() noexcept {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (const char c : type_name<T>()) {
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  }
+  if constexpr (!std::is_void_v<T>) {
+    h = (h ^ sizeof(T)) * 1099511628211ULL;
+    h = (h ^ alignof(T)) * 1099511628211ULL;
+  }
+  return h;
+}
+
+// ---- the segment header -----------------------------------------------------------
+
+inline constexpr std::uint64_t segment_magic = 0x315f4d48534b5450ULL;  // "PTKSHM_1"
+inline constexpr std::uint32_t segment_version = 1;
+
+enum class segment_kind : std::uint32_t { ring = 1, queue = 2, value = 3, array = 4 };
+
+inline const char* kind_name(std::uint32_t k) noexcept {
+  switch (k) {
+    case 1: return "shm_ring";
+    case 2: return "queue";
+    case 3: return "shared_value";
+    case 4: return "shared_array";
+    default: return "unknown";
+  }
+}
+
+/// The fields of a header, as plain values (what a channel keeps after validation).
+struct segment_info {
+  std::uint64_t magic = 0;
+  std::uint32_t version = 0;
+  std::uint32_t kind = 0;
+  std::uint64_t type_hash = 0;
+  std::uint64_t elem_size = 0;   // codec fixed size, or 0 for variable-size messages
+  std::uint64_t capacity = 0;    // slots, or bytes for variable-size rings
+  std::uint64_t param = 0;       // kind-specific (slot size of a queue)
+  std::uint64_t total_size = 0;  // bytes of the whole segment
+  char type_name[96] = {};
+};
+
+/// The first bytes of every ptk segment. `ready` turns non-zero, with release order,
+/// only once the creator has initialised everything after it.
+struct alignas(64) segment_header {
+  futex_word ready;
+  std::uint32_t pad;
+  segment_info info;
+};
+static_assert(std::is_trivially_copyable_v<segment_info>, "headers are copied out as bytes");
+static_assert(sizeof(segment_header) % 64 == 0, "the header ends on a cache line");
+
+template <class T>
+segment_info make_info(segment_kind kind, std::uint64_t elem_size, std::uint64_t capacity,
+                       std::uint64_t param, std::uint64_t total) {
+  segment_info i;
+  i.magic = segment_magic;
+  i.version = segment_version;
+  i.kind = static_cast<std::uint32_t>(kind);
+  i.type_hash = type_hash<T>();
+  i.elem_size = elem_size;
+  i.capacity = capacity;
+  i.param = param;
+  i.total_size = total;
+  const std::string_view n = type_name<T>();
+  std::memcpy(i.type_name, n.data(), std::min(n.size(), sizeof i.type_name - 1));
+  return i;
+}
+
+/// Writes the header of a fresh segment (the rest is already initialised).
+inline void publish_header(segment_header& h, const segment_info& info) noexcept {
+  h.info = info;
+  h.ready.store(1, std::memory_order_release);
+  futex_wake_all(h.ready);
+}
+
+/// Copies the header out of a mapped segment of `mapped` bytes and checks it against
+/// what the opener expects. Throws channel_error naming the first mismatch.
+inline segment_info read_header(const void* base, std::size_t mapped, const segment_info& want,
+                                const std::string& what) {
+  if (mapped < sizeof(segment_header)) {
+    throw channel_error(what + ": segment of " + std::to_string(mapped) +
+                        " bytes is too small for a ptk header");
+  }
+  auto& h = *static_cast<segment_header*>(const_cast<void*>(base));
+  // A creator in another process may still be initialising: wait for it, boundedly.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (h.ready.load(std::memory_order_acquire) == 0) {
+    if (futex_wait_until(h.ready, 0, deadline) == futex_status::timed_out &&
+        h.ready.load(std::memory_order_acquire) == 0) {
+      throw channel_error(what + ": segment was never initialised (no ptk header)");
+    }
+  }
+  segment_info got;
+  std::memcpy(&got, &h.info, sizeof got);
+  got.type_name[sizeof got.type_name - 1] = '\0';
+  if (got.magic != segment_magic) throw channel_error(what + ": not a ptk segment (bad magic)");
+  if (got.version != segment_version) {
+    throw channel_error(what + ": layout version " + std::to_string(got.version) +
+                        ", this build reads version " + std::to_string(segment_version));
+  }
+  if (got.kind != want.kind) {
+    throw channel_error(what + ": segment is a " + kind_name(got.kind) + ", opened as a " +
+                        kind_name(want.kind));
+  }
+  if (got.type_hash != want.type_hash || got.elem_size != want.elem_size) {
+    throw channel_error(what + ": created for type '" + got.type_name + "' (element size " +
+                        std::to_string(got.elem_size) + "), opened as '" + want.type_name +
+                        "' (element size " + std::to_string(want.elem_size) + ")");
+  }
+  if (got.total_size != mapped) {
+    throw channel_error(what + ": header says " + std::to_string(got.total_size) +
+                        " bytes, segment has " + std::to_string(mapped));
+  }
+  return got;
+}
+
+// ---- peers ------------------------------------------------------------------------
+
+/// A role slot in shared memory: 0 = nobody yet, departed = left without closing,
+/// otherwise the pid of the process holding the role.
+using pid_word = std::atomic<std::int32_t>;
+inline constexpr std::int32_t departed = -1;
+inline constexpr std::int32_t pid_limit = 4194304;  // PID_MAX_LIMIT
+
+/// Tells whether the process whose pid sits in a role slot is gone, through a pidfd
+/// (immune to pid reuse once opened), cached per pid.
+class peer_watch {
+ public:
+  /// @return true when the peer left or died; false when alive or not attached yet.
+  bool lost(std::int32_t pid, const std::string& what) {
+    if (pid == 0) return false;
+    if (pid == departed) return true;
+    if (pid < 0 || pid > pid_limit) {
+      throw channel_error(what + ": corrupt peer id " + std::to_string(pid) + " in shared memory");
+    }
+    if (pid == ::getpid()) return false;
+    if (pid != pid_) {
+      pid_ = pid;
+      const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
+      if (fd < 0) {
+        if (errno == ESRCH) {
+          pidfd_.reset();
+          dead_ = true;
+          return true;
+        }
+        // No pidfd (old kernel, sandbox): fall back to probing the pid.
+        dead_ = false;
+        pidfd_.reset();
+      } else {
+        dead_ = false;
+        pidfd_.reset(fd);
+      }
+    }
+    if (dead_) return true;
+    if (pidfd_) {
+      pollfd p{pidfd_.get(), POLLIN, 0};
+      dead_ = ::poll(&p, 1, 0) == 1;
+    } else {
+      dead_ = ::kill(pid, 0) == -1 && errno == ESRCH;
+    }
+    return dead_;
+  }
+
+ private:
+  std::int32_t pid_ = 0;
+  unique_fd pidfd_;
+  bool dead_ = false;
+};
+
+/// Claims a role slot for this process: free, departed and dead holders may be
+/// replaced; a live other process keeps it (std::logic_error).
+inline void claim_role(pid_word& slot, const char* role, const std::string& what) {
+  const std::int32_t me = ::getpid();
+  std::int32_t cur = slot.load(std::memory_order_acquire);
+  peer_watch w;
+  for (;;) {
+    if (cur == me) return;
+    if (cur != 0 && !w.lost(cur, what)) {
+      throw std::logic_error(what + ": already has a " + role + " (pid " + std::to_string(cur) +
+                             "); it is single-" + role);
+    }
+    if (slot.compare_exchange_weak(cur, me, std::memory_order_acq_rel)) return;
+  }
+}
+
+/// Gives a role slot up (without closing): the peer sees peer_lost once drained.
+inline void leave_role(pid_word& slot) noexcept {
+  std::int32_t me = ::getpid();
+  slot.compare_exchange_strong(me, departed, std::memory_order_acq_rel);
+}
+
+// ---- waiting ----------------------------------------------------------------------
+
+/// How often a sleeper wakes to check that its peer is alive: dead processes cannot
+/// wake anybody, so this bounds how late "peer lost" is noticed.
+inline constexpr std::chrono::milliseconds liveness_period{100};
+/// Polls before sleeping: a peer answering within a few microseconds is caught
+/// without a system call on either side.
+inline constexpr int spin_rounds = 2000;
+
+/// Wakes a sleeper flagged in `flag` (1 = sleeping). Callers run
+/// asymmetric_fence::light_side() between publishing and calling this.
+inline void wake_sleeper(futex_word& flag) noexcept {
+  if (flag.load(std::memory_order_relaxed) != 0) {
+    flag.store(0, std::memory_order_relaxed);
+    futex_wake_all(flag);
+  }
+}
+
+struct stop_waker {
+  futex_word* flag;
+  void operator()() const noexcept {
+    flag->store(0, std::memory_order_relaxed);
+    futex_wake_all(*flag);
+  }
+};
+
+/// Spins, then sleeps on `flag` until `ready()` holds. Returns ok (re-check and
+/// retry the operation), timeout, cancelled, or peer_lost when `lost()` says so
+/// while not ready. `deadline` nullopt waits forever.
+template <class Ready, class Lost>
+channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
+                                std::optional<std::chrono::steady_clock::time_point> deadline,
+                                std::stop_token stop) {
+  for (int i = 0; i < spin_rounds; ++i) {
+    if (ready()) return channel_status::ok;
+    cpu_relax();
+  }
+  std::optional<std::stop_callback<stop_waker>> on_stop;
+  if (stop.stop_possible()) on_stop.emplace(stop, stop_waker{&flag});
+  for (;;) {
+    if (ready()) return channel_status::ok;
+    if (stop.stop_requested()) return channel_status::cancelled;
+    if (lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
+    const auto now = std::chrono::steady_clock::now();
+    if (deadline && now >= *deadline) return channel_status::timeout;
+    flag.store(1, std::memory_order_relaxed);
+    asymmetric_fence::heavy_side();
+    if (ready() || stop.stop_requested()) {
+      flag.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    auto until = now + liveness_period;
+    if (deadline && *deadline < until) until = *deadline;
+    futex_wait_until(flag, 1, until);
+  }
+}
+
+}  // namespace ptk::detail

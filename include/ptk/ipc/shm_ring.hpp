@@ -1,0 +1,633 @@
+/// @file
+/// @brief ptk::shm_ring: a single-producer/single-consumer ring in shared memory, for
+///        threads or processes, with in-place (zero-copy) sends and receives.
+#pragma once
+
+#include <ptk/config.hpp>
+#include <ptk/detail/atomic.hpp>
+#include <ptk/detail/futex.hpp>
+#include <ptk/detail/shm.hpp>
+#include <ptk/ipc/channel.hpp>
+#include <ptk/ipc/codec.hpp>
+#include <ptk/ipc/shared_memory.hpp>
+
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace ptk {
+
+namespace detail {
+
+/// The shared control block at the start of a ring segment; the data follows it.
+/// Each index lives on its own cache line, written by one side only; the sleep flags
+/// are read on every message by the other side but written only around sleeps.
+struct ring_control {
+  segment_header header;
+  alignas(64) std::atomic<std::uint64_t> tail;  // written by the producer
+  alignas(64) std::atomic<std::uint64_t> head;  // written by the consumer
+  alignas(64) futex_word consumer_sleeping;     // 1 while the consumer sleeps (empty)
+  alignas(64) futex_word producer_sleeping;     // 1 while the producer sleeps (full)
+  alignas(64) pid_word producer;
+  pid_word consumer;
+  std::atomic<std::uint32_t> closed;
+};
+static_assert(sizeof(ring_control) % 64 == 0, "ring data starts on a cache line");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "indices are shared lock-free");
+
+/// Variable-size records: an 8-byte header, then the payload padded to 8 bytes.
+struct record_header {
+  std::uint32_t length;
+  std::uint32_t kind;  // record_data, or record_wrap: skip to the start of the ring
+};
+inline constexpr std::uint32_t record_data = 0x5244;  // "DR"
+inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
+inline constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+
+}  // namespace detail
+
+/// @brief A single-producer/single-consumer channel of T over shared memory.
+///
+/// One side sends, the other receives; each may be a thread of this process or
+/// another process that opened the same segment by name (open()) or by descriptor
+/// (from_fd(), for anonymous rings passed to a child). The first send claims the
+/// producer role and the first receive the consumer role for this process; a
+/// second live process asking for a taken role gets std::logic_error.
+///
+/// Fixed-size types (a codec with `fixed_size`, e.g. any trivially copyable T) sit
+/// in fixed slots and the capacity counts messages. Other types (strings, vectors)
+/// are length-prefixed records and the capacity counts bytes; one message may take
+/// up to half of it.
+///
+/// Sending and receiving make no system call while the other side is awake: a
+/// waiting side spins briefly, then sleeps on a shared futex, and only then does
+/// the other side pay for a wake-up. Every blocking call takes a timeout and/or a
+/// std::stop_token. If the other process dies, even half-way through writing a
+/// message, the survivor drains every message that was complete and then gets
+/// channel_status::peer_lost (noticed within about 100 ms while sleeping).
+///
+/// Everything read from the segment is checked: a corrupt header or index is a
+/// ptk::channel_error, never a wild read.
+/// @code
+/// auto ring = ptk::shm_ring<int>::create("jobs", 1024);     // producer process
+/// ring.send(42);
+/// auto peer = ptk::shm_ring<int>::open("jobs");             // consumer process
+/// while (auto v = peer.recv()) std::printf("%d\n", *v);    // until closed or peer lost
+/// @endcode
+/// @tparam T an encodable message type (see ptk::codec).
+template <class T>
+class shm_ring {
+  static_assert((detail::require_encodable<T>(), true));
+  static constexpr bool fixed = fixed_size_encodable<T>;
+
+ public:
+  /// @brief A slot reserved by prepare(): write the message in place, then commit().
+  ///        Dropping it without commit() sends nothing.
+  class loan {
+   public:
+    loan(loan&& o) noexcept
+        : ring_(std::exchange(o.ring_, nullptr)), data_(o.data_), size_(o.size_), pos_(o.pos_) {}
+    loan(const loan&) = delete;
+    loan& operator=(const loan&) = delete;
+    loan& operator=(loan&&) = delete;
+    ~loan() = default;
+
+    /// @return whether a slot was reserved (try_prepare may return an empty loan).
+    explicit operator bool() const noexcept { return ring_ != nullptr; }
+    /// @return the reserved bytes (variable-size rings: the size asked for).
+    [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data_, size_}; }
+    /// @return the slot as a T, for fixed-size rings of trivially copyable T.
+    [[nodiscard]] T& value() const noexcept
+      requires(fixed && detail::bitwise_encodable<T>)
+    {
+      return *std::launder(reinterpret_cast<T*>(data_));
+    }
+    /// @return the slot as a T (fixed-size, trivially copyable T).
+    T* operator->() const noexcept
+      requires(fixed && detail::bitwise_encodable<T>)
+    {
+      return &value();
+    }
+    /// Publishes the whole slot.
+    void commit() noexcept { commit(size_); }
+    /// Publishes the first `used` bytes (variable-size rings; at most the reserved size).
+    /// @param used how many bytes were written.
+    void commit(std::size_t used) noexcept {
+      if (ring_ == nullptr) return;
+      std::exchange(ring_, nullptr)->publish(pos_, data_, used <= size_ ? used : size_);
+    }
+
+   private:
+    friend class shm_ring;
+    loan(shm_ring* r, std::byte* d, std::size_t n, std::uint64_t pos) noexcept
+        : ring_(r), data_(d), size_(n), pos_(pos) {}
+    shm_ring* ring_ = nullptr;
+    std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::uint64_t pos_ = 0;
+  };
+
+  /// @brief A received message still in the ring (see peek()): read it in place; the
+  ///        slot is released by release() or the destructor.
+  class view {
+   public:
+    view(view&& o) noexcept
+        : ring_(std::exchange(o.ring_, nullptr)), data_(o.data_), size_(o.size_), next_(o.next_),
+          status_(o.status_) {}
+    view(const view&) = delete;
+    view& operator=(const view&) = delete;
+    view& operator=(view&&) = delete;
+    /// Releases the slot.
+    ~view() { release(); }
+
+    /// @return whether a message is held; otherwise status() says why not.
+    explicit operator bool() const noexcept { return ring_ != nullptr; }
+    /// @return ok, or why there is no message.
+    [[nodiscard]] channel_status status() const noexcept { return status_; }
+    /// @return the message's encoded bytes.
+    [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+    /// @return the message decoded (a copy).
+    [[nodiscard]] T decode() const { return codec<T>::decode(bytes()); }
+    /// Gives the slot back to the producer.
+    void release() noexcept {
+      if (ring_ != nullptr) std::exchange(ring_, nullptr)->consume(next_);
+    }
+
+   private:
+    friend class shm_ring;
+    explicit view(channel_status s) noexcept : status_(s) {}
+    view(shm_ring* r, const std::byte* d, std::size_t n, std::uint64_t next) noexcept
+        : ring_(r), data_(d), size_(n), next_(next) {}
+    shm_ring* ring_ = nullptr;
+    const std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::uint64_t next_ = 0;
+    channel_status status_ = channel_status::ok;
+  };
+
+  /// Creates a named ring (in /dev/shm, mode 0600, unlinked by this handle's destructor).
+  /// @param name the segment name (see ptk::shared_memory::create).
+  /// @param capacity messages (fixed-size T) or bytes (variable-size T); rounded up to
+  ///        a power of two.
+  /// @return the ring.
+  static shm_ring create(std::string_view name, std::size_t capacity) {
+    const auto [cap, total] = geometry(capacity);
+    return shm_ring(shared_memory::create(name, total), cap, true);
+  }
+  /// Opens a ring created by another handle.
+  /// @param name the segment name. @return the ring.
+  /// @throws ptk::channel_error if the segment is not a ring of T or is corrupt.
+  static shm_ring open(std::string_view name) { return shm_ring(shared_memory::open(name), 0, false); }
+  /// Creates an anonymous ring (memfd): pass fd() to a child, which calls from_fd().
+  /// @param capacity as for create(). @return the ring.
+  static shm_ring anonymous(std::size_t capacity) {
+    const auto [cap, total] = geometry(capacity);
+    return shm_ring(shared_memory::anonymous(total), cap, true);
+  }
+  /// Maps a ring whose descriptor this process received (takes ownership of `fd`).
+  /// @param fd the descriptor. @return the ring.
+  static shm_ring from_fd(int fd) { return shm_ring(shared_memory::from_fd(fd), 0, false); }
+
+  shm_ring(shm_ring&& o) noexcept
+      : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), data_(o.data_),
+        cap_(o.cap_), mask_(o.mask_), p_(o.p_),
+        c_peer_for_producer_(std::move(o.c_peer_for_producer_)), c_(std::move(o.c_)) {}
+  shm_ring(const shm_ring&) = delete;
+  shm_ring& operator=(const shm_ring&) = delete;
+  shm_ring& operator=(shm_ring&&) = delete;
+  /// Gives up this process's role without closing: the peer sees peer_lost once it
+  /// has drained. Call close() first to end the stream cleanly.
+  ~shm_ring() {
+    if (ctl_ == nullptr) return;
+    if (p_.claimed) {
+      detail::leave_role(ctl_->producer);
+      wake(ctl_->consumer_sleeping);
+    }
+    if (c_.claimed) {
+      detail::leave_role(ctl_->consumer);
+      wake(ctl_->producer_sleeping);
+    }
+  }
+
+  // ---- sending ----
+
+  /// Sends `v`, waiting while the ring is full.
+  /// @param v the message. @param stop stops the wait (then `cancelled`).
+  /// @return ok, closed, peer_lost (the consumer died while the ring was full), cancelled.
+  channel_status send(const T& v, std::stop_token stop = {}) { return send_impl(v, std::nullopt, stop); }
+  /// Sends `v` if there is room now. @param v the message. @return ok, full or closed.
+  channel_status try_send(const T& v) {
+    claim_producer();
+    if constexpr (!fixed) check_size(codec<T>::encoded_size(v));
+    if (closed_now()) return channel_status::closed;
+    return try_push(v) ? channel_status::ok : channel_status::full;
+  }
+  /// Sends `v`, waiting at most `timeout`. @param v the message. @param timeout how long.
+  /// @param stop stops the wait. @return as send(), or timeout.
+  template <class Rep, class Period>
+  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+    return send_impl(v, std::chrono::steady_clock::now() + timeout, stop);
+  }
+  /// Sends `v`, waiting until `deadline`. @param v the message. @param deadline when to
+  /// give up. @param stop stops the wait. @return as send(), or timeout.
+  channel_status send_until(const T& v, std::chrono::steady_clock::time_point deadline,
+                            std::stop_token stop = {}) {
+    return send_impl(v, deadline, stop);
+  }
+
+  /// Reserves a slot to write a fixed-size message in place, waiting while full.
+  /// @param stop stops the wait.
+  /// @return the loan; empty if the ring is closed, the consumer was lost or `stop` fired.
+  loan prepare(std::stop_token stop = {})
+    requires fixed
+  {
+    return prepare_impl(slot_size, stop);
+  }
+  /// Reserves `bytes` bytes to write an encoded message in place (variable-size T),
+  /// waiting while full. @param bytes at most max_message_size().
+  /// @param stop stops the wait. @return the loan (empty when closed, lost or stopped).
+  loan prepare(std::size_t bytes, std::stop_token stop = {})
+    requires(!fixed)
+  {
+    check_size(bytes);
+    return prepare_impl(bytes, stop);
+  }
+
+  // ---- receiving ----
+
+  /// Receives the next message, waiting while the ring is empty.
+  /// @param stop stops the wait. @return the message, or closed / peer_lost / cancelled.
+  /// @throws ptk::codec_error if the message does not decode (it is dropped).
+  recv_result<T> recv(std::stop_token stop = {}) { return take(peek_impl(std::nullopt, stop)); }
+  /// @return the next message if there is one now; otherwise empty, closed or peer_lost.
+  recv_result<T> try_recv() { return take(try_peek()); }
+  /// Receives, waiting at most `timeout`. @param timeout how long. @param stop stops it.
+  /// @return the message, or timeout / closed / peer_lost / cancelled.
+  template <class Rep, class Period>
+  recv_result<T> recv_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+    return take(peek_impl(std::chrono::steady_clock::now() + timeout, stop));
+  }
+  /// Receives, waiting until `deadline`. @param deadline when to give up.
+  /// @param stop stops the wait. @return as recv_for().
+  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline, std::stop_token stop = {}) {
+    return take(peek_impl(deadline, stop));
+  }
+
+  /// Waits for the next message and lends it in place (zero-copy receive).
+  /// @param stop stops the wait. @return the view (empty with a status if none).
+  view peek(std::stop_token stop = {}) { return peek_impl(std::nullopt, stop); }
+  /// @return a view of the next message if there is one now.
+  view try_peek() {
+    claim_consumer();
+    if (auto v = front()) return std::move(*v);
+    if (closed_now()) {
+      if (auto v = front()) return std::move(*v);
+      return view(channel_status::closed);
+    }
+    if (producer_gone_cheap()) {
+      if (auto v = front()) return std::move(*v);
+      return view(channel_status::peer_lost);
+    }
+    return view(channel_status::empty);
+  }
+
+  // ---- state ----
+
+  /// Closes the ring for both sides: sends fail from now on; the receiver drains
+  /// what was sent, then gets `closed`.
+  void close() noexcept {
+    ctl_->closed.store(1, std::memory_order_seq_cst);
+    detail::seq_cst_fence();
+    wake(ctl_->consumer_sleeping);
+    wake(ctl_->producer_sleeping);
+  }
+  /// @return whether close() was called (by either side).
+  [[nodiscard]] bool closed() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
+  /// @return the capacity: messages for fixed-size T, bytes otherwise.
+  [[nodiscard]] std::size_t capacity() const noexcept { return static_cast<std::size_t>(cap_); }
+  /// @return the largest message, in encoded bytes.
+  [[nodiscard]] std::size_t max_message_size() const noexcept {
+    if constexpr (fixed) {
+      return codec<T>::fixed_size;
+    } else {
+      return static_cast<std::size_t>(cap_ / 2 - sizeof(detail::record_header));
+    }
+  }
+  /// @return how much is queued right now (messages, or bytes for variable-size T); a
+  ///         snapshot that may be stale at once.
+  [[nodiscard]] std::size_t size_approx() const noexcept {
+    const auto t = ctl_->tail.load(std::memory_order_acquire);
+    const auto h = ctl_->head.load(std::memory_order_acquire);
+    return t >= h ? static_cast<std::size_t>(t - h) : 0;
+  }
+  /// @return the segment (its fd() is what a child needs for from_fd()).
+  [[nodiscard]] const shared_memory& segment() const noexcept { return seg_; }
+  /// @return the descriptor of the segment.
+  [[nodiscard]] int fd() const noexcept { return seg_.fd(); }
+
+ private:
+  static constexpr std::size_t slot_size = [] {
+    if constexpr (fixed) {
+      return static_cast<std::size_t>(detail::round8(codec<T>::fixed_size));
+    } else {
+      return std::size_t{0};
+    }
+  }();
+
+  struct geometry_t {
+    std::uint64_t cap;
+    std::size_t total;
+  };
+  static geometry_t geometry(std::size_t capacity) {
+    if (capacity == 0 || capacity > (std::size_t{1} << 40)) {
+      throw std::invalid_argument("ptk::shm_ring: capacity must be between 1 and 2^40");
+    }
+    std::uint64_t cap = std::bit_ceil(static_cast<std::uint64_t>(capacity));
+    if constexpr (!fixed) cap = cap < 64 ? 64 : cap;
+    return {cap, sizeof(detail::ring_control) + data_bytes(cap)};
+  }
+  static std::uint64_t data_bytes(std::uint64_t cap) noexcept { return fixed ? cap * slot_size : cap; }
+  static detail::segment_info expected(std::uint64_t cap, std::size_t total) {
+    std::uint64_t elem = 0;
+    if constexpr (fixed) elem = codec<T>::fixed_size;
+    return detail::make_info<T>(detail::segment_kind::ring, elem, cap, 0, total);
+  }
+  static std::string describe(const shared_memory& s) {
+    return "ptk::shm_ring '" + (s.name().empty() ? std::string("memfd") : s.name()) + "'";
+  }
+
+  shm_ring(shared_memory seg, std::uint64_t cap, bool fresh) : seg_(std::move(seg)) {
+    detail::asymmetric_fence::prepare();
+    ctl_ = reinterpret_cast<detail::ring_control*>(seg_.data());
+    if (fresh) {
+      // The segment is zero-filled: indices, flags and roles start at zero.
+      detail::publish_header(ctl_->header, expected(cap, seg_.size()));
+    } else {
+      const auto want = expected(0, seg_.size());
+      const auto got = detail::read_header(seg_.data(), seg_.size(), want, describe(seg_));
+      cap = got.capacity;
+      if (cap == 0 || !std::has_single_bit(cap) || (!fixed && cap < 64) || cap > (std::uint64_t{1} << 40) ||
+          sizeof(detail::ring_control) + data_bytes(cap) != seg_.size()) {
+        throw channel_error(describe(seg_) + ": capacity " + std::to_string(cap) +
+                            " does not match the segment's " + std::to_string(seg_.size()) + " bytes");
+      }
+    }
+    cap_ = cap;
+    mask_ = cap - 1;
+    data_ = seg_.data() + sizeof(detail::ring_control);
+  }
+
+  // Producer-side and consumer-side local state, on separate cache lines so one
+  // handle can be shared by a sending and a receiving thread.
+  struct alignas(64) producer_state {
+    bool claimed = false;
+    std::uint64_t tail = 0;         // next position to write (our copy)
+    std::uint64_t head_cache = 0;   // last head seen
+  };
+  struct alignas(64) consumer_state {
+    bool claimed = false;
+    std::uint64_t head = 0;         // next position to read (our copy)
+    std::uint64_t tail_cache = 0;   // last tail seen
+    detail::peer_watch peer;        // the producer
+    std::chrono::steady_clock::time_point next_probe{};
+  };
+
+  [[noreturn]] void corrupt(const char* what) const {
+    throw channel_error(describe(seg_) + ": corrupt shared state (" + what + ")");
+  }
+
+  void claim_producer() {
+    if (p_.claimed) return;
+    detail::claim_role(ctl_->producer, "producer", describe(seg_));
+    p_.claimed = true;
+    p_.tail = ctl_->tail.load(std::memory_order_acquire);
+    p_.head_cache = ctl_->head.load(std::memory_order_acquire);
+    if (p_.tail - p_.head_cache > data_bytes_or_slots()) corrupt("tail and head too far apart");
+  }
+  void claim_consumer() {
+    if (c_.claimed) return;
+    detail::claim_role(ctl_->consumer, "consumer", describe(seg_));
+    c_.claimed = true;
+    c_.head = ctl_->head.load(std::memory_order_acquire);
+    c_.tail_cache = c_.head;
+  }
+  std::uint64_t data_bytes_or_slots() const noexcept { return cap_; }
+
+  bool closed_now() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
+
+  static void wake(detail::futex_word& flag) noexcept { detail::wake_sleeper(flag); }
+
+  // Room for `n` positions (slots or bytes) starting at p_.tail.
+  bool has_room(std::uint64_t n) {
+    if (p_.tail + n - p_.head_cache <= cap_) return true;
+    p_.head_cache = ctl_->head.load(std::memory_order_acquire);
+    if (p_.tail - p_.head_cache > cap_) corrupt("head ahead of tail");
+    return p_.tail + n - p_.head_cache <= cap_;
+  }
+
+  // Where a record of `bytes` payload goes: returns the position of its header
+  // (after a wrap marker if needed) and the total span to reserve, or nullopt.
+  struct placement {
+    std::uint64_t pos;
+    std::uint64_t end;
+  };
+  std::optional<placement> place(std::size_t bytes) {
+    if constexpr (fixed) {
+      if (!has_room(1)) return std::nullopt;
+      return placement{p_.tail, p_.tail + 1};
+    } else {
+      const std::uint64_t rec = sizeof(detail::record_header) + detail::round8(bytes);
+      const std::uint64_t off = p_.tail & mask_;
+      const std::uint64_t skip = off + rec > cap_ ? cap_ - off : 0;
+      if (!has_room(skip + rec)) return std::nullopt;
+      return placement{p_.tail + skip, p_.tail + skip + rec};
+    }
+  }
+
+  std::byte* slot(std::uint64_t pos) const noexcept {
+    if constexpr (fixed) {
+      return data_ + (pos & mask_) * slot_size;
+    } else {
+      return data_ + (pos & mask_);
+    }
+  }
+
+  // Writes the record header(s) and makes [p_.tail, end) visible to the consumer.
+  void publish(std::uint64_t pos, std::byte* /*data*/, std::size_t used) noexcept {
+    std::uint64_t end = pos + 1;
+    if constexpr (!fixed) {
+      if (pos != p_.tail) {  // a wrap marker fills the rest of the ring
+        const detail::record_header wrap{0, detail::record_wrap};
+        std::memcpy(slot(p_.tail), &wrap, sizeof wrap);
+      }
+      const detail::record_header h{static_cast<std::uint32_t>(used), detail::record_data};
+      std::memcpy(slot(pos), &h, sizeof h);
+      end = pos + sizeof h + detail::round8(used);
+    }
+    p_.tail = end;
+    ctl_->tail.store(end, std::memory_order_release);
+    detail::asymmetric_fence::light_side();
+    wake(ctl_->consumer_sleeping);
+  }
+
+  bool try_push(const T& v) {
+    const std::size_t n = codec<T>::encoded_size(v);
+    if constexpr (!fixed) check_size(n);
+    const auto at = place(n);
+    if (!at) return false;
+    std::byte* d = payload(at->pos);
+    codec<T>::encode(v, std::span<std::byte>(d, n));
+    publish(at->pos, d, n);
+    return true;
+  }
+
+  std::byte* payload(std::uint64_t pos) const noexcept {
+    if constexpr (fixed) {
+      return slot(pos);
+    } else {
+      return slot(pos) + sizeof(detail::record_header);
+    }
+  }
+
+  void check_size(std::size_t n) const {
+    if (n > max_message_size()) {
+      throw std::length_error(describe(seg_) + ": message of " + std::to_string(n) +
+                              " bytes exceeds the limit of " + std::to_string(max_message_size()));
+    }
+  }
+
+  bool consumer_lost() {
+    // The producer only learns about a dead consumer when it has to wait.
+    return c_peer_for_producer_.lost(ctl_->consumer.load(std::memory_order_acquire), describe(seg_));
+  }
+
+  template <class Try>
+  channel_status send_loop(Try&& attempt, std::size_t bytes,
+                           std::optional<std::chrono::steady_clock::time_point> deadline,
+                           std::stop_token stop) {
+    claim_producer();
+    for (;;) {
+      if (closed_now()) return channel_status::closed;
+      if (attempt()) return channel_status::ok;
+      const auto st = detail::wait_until_ready(
+          ctl_->producer_sleeping, [&] { return closed_now() || place(bytes).has_value(); },
+          [&] { return consumer_lost(); }, deadline, stop);
+      if (st != channel_status::ok) return st;
+    }
+  }
+
+  channel_status send_impl(const T& v, std::optional<std::chrono::steady_clock::time_point> deadline,
+                           std::stop_token stop) {
+    claim_producer();
+    const std::size_t n = codec<T>::encoded_size(v);
+    if constexpr (!fixed) check_size(n);
+    return send_loop([&] { return try_push(v); }, n, deadline, stop);
+  }
+
+  loan prepare_impl(std::size_t bytes, std::stop_token stop) {
+    std::optional<placement> at;
+    const auto st = send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, std::nullopt, stop);
+    if (st != channel_status::ok) return loan(nullptr, nullptr, 0, 0);
+    return loan(this, payload(at->pos), bytes, at->pos);
+  }
+
+  // The message at the consumer's head, if the producer has published one.
+  std::optional<view> front() {
+    for (;;) {
+      if (c_.head == c_.tail_cache) {
+        c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
+        if (c_.tail_cache - c_.head > cap_) corrupt("tail and head too far apart");
+        if (c_.head == c_.tail_cache) return std::nullopt;
+      }
+      if constexpr (fixed) {
+        return view(this, slot(c_.head), codec<T>::fixed_size, c_.head + 1);
+      } else {
+        detail::record_header h;
+        const std::uint64_t off = c_.head & mask_;
+        const std::uint64_t avail = c_.tail_cache - c_.head;
+        if (avail < sizeof h || off + sizeof h > cap_) corrupt("record header out of bounds");
+        std::memcpy(&h, slot(c_.head), sizeof h);
+        if (h.kind == detail::record_wrap) {
+          if (cap_ - off > avail) corrupt("wrap marker beyond the tail");
+          consume(c_.head + (cap_ - off));
+          continue;
+        }
+        const std::uint64_t rec = sizeof h + detail::round8(h.length);
+        if (h.kind != detail::record_data || rec > avail || off + rec > cap_) {
+          corrupt("record length out of bounds");
+        }
+        return view(this, slot(c_.head) + sizeof h, h.length, c_.head + rec);
+      }
+    }
+  }
+
+  void consume(std::uint64_t next) noexcept {
+    c_.head = next;
+    ctl_->head.store(next, std::memory_order_release);
+    detail::asymmetric_fence::light_side();
+    wake(ctl_->producer_sleeping);
+  }
+
+  bool producer_lost() {
+    return c_.peer.lost(ctl_->producer.load(std::memory_order_acquire), describe(seg_));
+  }
+  // try_peek on an empty ring: a departed producer is seen at once; a dead one is
+  // probed at most every liveness period (a pidfd poll is a system call).
+  bool producer_gone_cheap() {
+    const auto pid = ctl_->producer.load(std::memory_order_acquire);
+    if (pid == 0) return false;
+    if (pid == detail::departed) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < c_.next_probe) return false;
+    c_.next_probe = now + detail::liveness_period;
+    return producer_lost();
+  }
+
+  view peek_impl(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop) {
+    claim_consumer();
+    for (;;) {
+      if (auto v = front()) return std::move(*v);
+      if (closed_now()) {
+        if (auto v = front()) return std::move(*v);
+        return view(channel_status::closed);
+      }
+      const auto st = detail::wait_until_ready(
+          ctl_->consumer_sleeping,
+          [&] {
+            return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head;
+          },
+          [&] { return producer_lost(); }, deadline, stop);
+      if (st != channel_status::ok) {
+        if (auto v = front()) return std::move(*v);  // completed just before it died
+        return view(st);
+      }
+    }
+  }
+
+  recv_result<T> take(view v) {
+    if (!v) return recv_result<T>(v.status());
+    return recv_result<T>(v.decode());  // a codec_error drops the message (view releases)
+  }
+
+  shared_memory seg_;
+  detail::ring_control* ctl_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t cap_ = 0;
+  std::uint64_t mask_ = 0;
+  producer_state p_;
+  detail::peer_watch c_peer_for_producer_;
+  consumer_state c_;
+};
+
+}  // namespace ptk

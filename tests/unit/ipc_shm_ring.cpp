@@ -1,0 +1,359 @@
+#include <ptk/ipc/shm_ring.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "ipc_support.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ptk::channel_status;
+using namespace ptk::test;
+
+TEST_CASE("shm_ring carries fixed-size messages in order between threads", "[ipc][shm_ring]") {
+  const shm_name name;
+  const int fds = open_fd_count();
+  {
+    auto tx = ptk::shm_ring<std::uint64_t>::create(name, 64);
+    auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+    CHECK(tx.capacity() == 64);
+    constexpr std::uint64_t n = 200000;
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < n; ++i) REQUIRE(tx.send(i) == channel_status::ok);
+      tx.close();
+    });
+    std::uint64_t expect = 0;
+    while (auto v = rx.recv()) {
+      REQUIRE(*v == expect);
+      ++expect;
+    }
+    producer.join();
+    CHECK(expect == n);
+    CHECK(rx.recv().status() == channel_status::closed);
+  }
+  CHECK_FALSE(shm_exists(name));
+  CHECK(open_fd_count() == fds);
+}
+
+TEST_CASE("shm_ring carries variable-size messages across the wrap-around", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto tx = ptk::shm_ring<std::string>::create(name, 256);
+  auto rx = ptk::shm_ring<std::string>::open(name);
+  CHECK(tx.max_message_size() == 120);
+  std::thread producer([&] {
+    std::mt19937 rng(7);
+    for (int i = 0; i < 20000; ++i) {
+      const auto len = static_cast<std::size_t>(rng() % 120);
+      REQUIRE(tx.send(std::string(len, static_cast<char>('a' + i % 26))) == channel_status::ok);
+    }
+    tx.close();
+  });
+  std::mt19937 rng(7);
+  int got = 0;
+  while (auto s = rx.recv()) {
+    const auto len = static_cast<std::size_t>(rng() % 120);
+    REQUIRE(*s == std::string(len, static_cast<char>('a' + got % 26)));
+    ++got;
+  }
+  producer.join();
+  CHECK(got == 20000);
+  CHECK_THROWS_AS(tx.try_send(std::string(121, 'x')), std::length_error);
+}
+
+TEST_CASE("shm_ring vectors and loans write in place", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::vector<int>>::create(name, 4096);
+  REQUIRE(ring.send(std::vector<int>{1, 2, 3}) == channel_status::ok);
+  {
+    auto slot = ring.prepare(2 * sizeof(int));
+    REQUIRE(slot);
+    const int two[2] = {7, 8};
+    std::memcpy(slot.bytes().data(), two, sizeof two);
+    slot.commit();
+  }
+  { auto abandoned = ring.prepare(sizeof(int)); }  // dropped without commit: nothing sent
+  CHECK(*ring.recv() == std::vector<int>{1, 2, 3});
+  {
+    auto v = ring.peek();
+    REQUIRE(v);
+    CHECK(v.bytes().size() == 2 * sizeof(int));
+    CHECK(v.decode() == std::vector<int>{7, 8});
+  }
+  CHECK(ring.try_recv().status() == channel_status::empty);
+
+  const shm_name fixed_name;
+  struct big {
+    std::array<char, 1000> text;
+    int id;
+  };
+  auto fixed = ptk::shm_ring<big>::create(fixed_name, 4);
+  auto slot = fixed.prepare();
+  slot->id = 5;
+  std::strcpy(slot->text.data(), "in place");
+  slot.commit();
+  auto r = fixed.recv();
+  REQUIRE(r);
+  CHECK(r->id == 5);
+  CHECK(std::string(r->text.data()) == "in place");
+}
+
+TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<int>::create(name, 2);
+  CHECK(ring.try_recv().status() == channel_status::empty);
+  CHECK(ring.recv_for(20ms).status() == channel_status::timeout);
+  CHECK(ring.try_send(1) == channel_status::ok);
+  CHECK(ring.try_send(2) == channel_status::ok);
+  CHECK(ring.try_send(3) == channel_status::full);
+  CHECK(ring.send_for(3, 20ms) == channel_status::timeout);
+
+  std::stop_source stop;
+  std::atomic<channel_status> result{channel_status::ok};
+  std::atomic<pid_t> tid{0};
+  std::thread blocked([&] {
+    tid = gettid_now();
+    result = ring.send(3, stop.get_token());
+  });
+  // The sender sleeps in the kernel before we stop it: no sleep-as-synchronisation.
+  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  stop.request_stop();
+  blocked.join();
+  CHECK(result == channel_status::cancelled);
+  CHECK(*ring.recv() == 1);
+  CHECK(*ring.recv() == 2);
+  CHECK(ring.try_recv().status() == channel_status::empty);
+}
+
+TEST_CASE("shm_ring close: sends fail, receivers drain, then see closed", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto tx = ptk::shm_ring<int>::create(name, 8);
+  auto rx = ptk::shm_ring<int>::open(name);
+  std::atomic<channel_status> woke{channel_status::ok};
+  std::atomic<pid_t> tid{0};
+  std::thread waiter([&] {
+    tid = gettid_now();
+    woke = rx.recv().status();
+  });
+  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  tx.close();
+  waiter.join();
+  CHECK(woke == channel_status::closed);
+
+  const shm_name name2;
+  auto a = ptk::shm_ring<int>::create(name2, 8);
+  REQUIRE(a.send(1) == channel_status::ok);
+  REQUIRE(a.send(2) == channel_status::ok);
+  a.close();
+  CHECK(a.closed());
+  CHECK(a.send(3) == channel_status::closed);
+  CHECK(a.try_send(3) == channel_status::closed);
+  CHECK(*a.recv() == 1);
+  CHECK(*a.recv() == 2);
+  CHECK(a.recv().status() == channel_status::closed);
+  CHECK(a.try_recv().status() == channel_status::closed);
+  CHECK_THROWS_AS(a.recv().value(), ptk::channel_error);
+}
+
+TEST_CASE("shm_ring between processes: producer child, consumer parent", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::string>::create(name, 1024);
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::shm_ring<std::string>::open(name.str());
+    for (int i = 0; i < 5000; ++i) {
+      if (tx.send("message " + std::to_string(i)) != channel_status::ok) return 1;
+    }
+    tx.close();
+    return 0;
+  });
+  int i = 0;
+  while (auto m = ring.recv()) {
+    REQUIRE(*m == "message " + std::to_string(i));
+    ++i;
+  }
+  CHECK(i == 5000);
+  CHECK(wait_exit_code(child) == 0);
+}
+
+TEST_CASE("shm_ring survives a producer killed in the middle of a message", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::string>::create(name, 1 << 16);
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::shm_ring<std::string>::open(name.str());
+    for (int i = 0; i < 100; ++i) tx.send(std::to_string(i));
+    auto slot = tx.prepare(64);
+    std::memset(slot.bytes().data(), 'X', 32);  // half-written, never committed
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  });
+  int i = 0;
+  ptk::recv_result<std::string> r = ring.recv_for(30s);
+  for (; r; r = ring.recv_for(30s)) {
+    REQUIRE(*r == std::to_string(i));
+    ++i;
+  }
+  CHECK(i == 100);
+  CHECK(r.status() == channel_status::peer_lost);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+}
+
+TEST_CASE("shm_ring: producers killed at random points lose nothing committed", "[ipc][shm_ring]") {
+  std::mt19937 rng(1234);
+  for (int round = 0; round < 8; ++round) {
+    const shm_name name;
+    auto ring = ptk::shm_ring<std::uint64_t>::create(name, 64);
+    const pid_t child = fork_child([&] {
+      auto tx = ptk::shm_ring<std::uint64_t>::open(name.str());
+      for (std::uint64_t i = 0;; ++i) {
+        if (tx.send(i) != channel_status::ok) return 1;
+      }
+    });
+    const auto kill_after = rng() % 5000;
+    std::uint64_t expect = 0;
+    for (;;) {
+      auto v = ring.recv_for(30s);
+      if (!v) {
+        CHECK(v.status() == channel_status::peer_lost);
+        break;
+      }
+      REQUIRE(*v == expect);  // in order, nothing lost, nothing twice
+      if (++expect == kill_after) ::kill(child, SIGKILL);
+    }
+    CHECK(expect >= kill_after);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+  }
+}
+
+TEST_CASE("shm_ring: a sender blocked on a full ring learns its consumer died", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<int>::create(name, 4);
+  int pipefd[2];
+  REQUIRE(::pipe2(pipefd, O_CLOEXEC) == 0);
+  const pid_t child = fork_child([&] {
+    auto rx = ptk::shm_ring<int>::open(name.str());
+    const bool ok = rx.recv().has_value();  // claims the consumer role
+    char c = ok ? 'y' : 'n';
+    (void)!::write(pipefd[1], &c, 1);
+    ::pause();
+    return 0;
+  });
+  ::close(pipefd[1]);
+  REQUIRE(ring.send(0) == channel_status::ok);
+  char c = 0;
+  REQUIRE(::read(pipefd[0], &c, 1) == 1);
+  ::close(pipefd[0]);
+  REQUIRE(c == 'y');
+  for (int i = 1; i <= 4; ++i) REQUIRE(ring.send(i) == channel_status::ok);
+  ::kill(child, SIGKILL);
+  CHECK(ring.send_for(5, 30s) == channel_status::peer_lost);
+  ::waitpid(child, nullptr, 0);
+}
+
+TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<int>::create(name, 4);
+  REQUIRE(ring.send(1) == channel_status::ok);
+  const pid_t child = fork_child([&] {
+    auto other = ptk::shm_ring<int>::open(name.str());
+    try {
+      other.send(2);
+    } catch (const std::logic_error& e) {
+      return std::string(e.what()).find("already has a producer") != std::string::npos ? 0 : 2;
+    }
+    return 1;
+  });
+  CHECK(wait_exit_code(child) == 0);
+}
+
+TEST_CASE("shm_ring rejects corrupt, foreign and mismatched segments", "[ipc][shm_ring]") {
+  using Catch::Matchers::Contains;
+  const shm_name name;
+  auto ring = ptk::shm_ring<int>::create(name, 16);
+
+  CHECK_THROWS_WITH(ptk::shm_ring<double>::open(name), Contains("created for type 'int'"));
+  CHECK_THROWS_WITH(ptk::shm_ring<std::string>::open(name), Contains("element size"));
+
+  {  // another user's segment, and one readable by others
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    REQUIRE(fd >= 0);
+    REQUIRE(::fchmod(fd, 0644) == 0);
+    CHECK_THROWS_WITH(ptk::shm_ring<int>::open(name), Contains("accessible to other users"));
+    REQUIRE(::fchmod(fd, 0600) == 0);
+    REQUIRE(::fchown(fd, 65534, 65534) == 0);
+    CHECK_THROWS_WITH(ptk::shm_ring<int>::open(name), Contains("owned by uid 65534"));
+    REQUIRE(::fchown(fd, ::geteuid(), ::getegid()) == 0);
+    ::close(fd);
+  }
+  {  // wrong size
+    auto raw = ptk::shared_memory::open(name);
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    REQUIRE(::ftruncate(fd, static_cast<off_t>(raw.size() + 4096)) == 0);
+    CHECK_THROWS_WITH(ptk::shm_ring<int>::open(name), Contains("header says"));
+    REQUIRE(::ftruncate(fd, static_cast<off_t>(raw.size())) == 0);
+    ::close(fd);
+  }
+  auto raw = ptk::shared_memory::open(name);
+  {  // bad magic
+    std::uint64_t saved;
+    std::memcpy(&saved, raw.data() + 8, 8);
+    std::memset(raw.data() + 8, 0x5a, 8);
+    CHECK_THROWS_WITH(ptk::shm_ring<int>::open(name), Contains("bad magic"));
+    std::memcpy(raw.data() + 8, &saved, 8);
+  }
+  {  // an index out of bounds, written by a "peer"
+    auto rx = ptk::shm_ring<int>::open(name);
+    auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() + offsetof(ptk::detail::ring_control, tail));
+    tail->store(1000);
+    CHECK_THROWS_WITH(rx.try_recv(), Contains("corrupt"));
+    tail->store(0);
+  }
+  CHECK_NOTHROW(ptk::shm_ring<int>::open(name));
+
+  const shm_name uninitialised;
+  auto blank = ptk::shared_memory::create(uninitialised, 4096);
+  CHECK_THROWS_WITH(ptk::shm_ring<int>::open(uninitialised), Contains("never initialised"));
+  CHECK_THROWS_WITH(ptk::shm_ring<int>::open("no-such-ring-here"), Contains("No such file"));
+}
+
+TEST_CASE("shm_ring rejects a corrupt record length", "[ipc][shm_ring]") {
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::string>::create(name, 256);
+  REQUIRE(ring.send("hello") == channel_status::ok);
+  auto raw = ptk::shared_memory::open(name);
+  const std::uint32_t huge = 1u << 30;
+  std::memcpy(raw.data() + sizeof(ptk::detail::ring_control), &huge, 4);
+  CHECK_THROWS_AS(ring.try_recv(), ptk::channel_error);
+}
+
+TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring]") {
+  auto ring = ptk::shm_ring<int>::anonymous(16);
+  CHECK(ring.segment().name().empty());
+  const int fd = ring.fd();
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::shm_ring<int>::from_fd(::dup(fd));
+    for (int i = 0; i < 1000; ++i) tx.send(i * 3);
+    tx.close();
+    return 0;
+  });
+  int i = 0;
+  while (auto v = ring.recv()) CHECK(*v == 3 * i++);
+  CHECK(i == 1000);
+  CHECK(wait_exit_code(child) == 0);
+}
