@@ -635,7 +635,15 @@ inline process detail::spawner::with_posix_spawn(spawn_setup& s) {
                              "spawn: dup2 action");
   }
   // Nothing else crosses: every descriptor above the passed ones is closed, even
-  // one some other code opened without O_CLOEXEC.
+  // one some other code opened without O_CLOEXEC, and so is every one in the gaps
+  // below them (closing a descriptor that is not open is not an error here).
+  for (int fd = 3; fd < s.floor; ++fd) {
+    const auto& passed = cmd.passed_fds();
+    if (std::none_of(passed.begin(), passed.end(), [fd](const auto& p) { return p.second == fd; })) {
+      detail::check_spawn_call(::posix_spawn_file_actions_addclose(&fa, fd),
+                               "spawn: close action");
+    }
+  }
   detail::check_spawn_call(::posix_spawn_file_actions_addclosefrom_np(&fa, s.floor),
                            "spawn: closefrom action");
   if (cmd.working_directory()) {
