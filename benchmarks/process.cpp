@@ -1,5 +1,5 @@
-// Spawning a child and waiting for it: ptk::spawn against fork + exec, raw
-// posix_spawn and Boost.Process v2, from a small parent and from a parent with
+// Spawning a child and waiting for it: ptk::spawn (both of its backends) against
+// fork + exec, raw posix_spawn and Boost.Process v2, from a small parent and from a parent with
 // 1 GiB of touched memory (where fork must copy page tables and exec must undo it).
 #include <ptk/process.hpp>
 
@@ -37,10 +37,41 @@ std::vector<char> ballast(benchmark::State& state) {
   return b;
 }
 
+// A statically linked program that exits at once (built next to this benchmark), so
+// exec costs little and the spawn itself shows; /bin/true where it was not built.
+#ifdef PTK_BENCH_TINY_STATIC
+constexpr const char* true_path = PTK_BENCH_TINY_STATIC;
+#else
 constexpr const char* true_path = "/bin/true";
+#endif
 
 void BM_spawn_ptk(benchmark::State& state) {
   const auto b = ballast(state);
+  const auto cmd = ptk::command{true_path};
+  for (auto _ : state) {
+    if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+  }
+}
+
+// The same spawn through ptk's fallback backend (posix_spawn + pidfd_open).
+void BM_spawn_ptk_posix_spawn_backend(benchmark::State& state) {
+  const auto b = ballast(state);
+  const auto cmd = ptk::command{true_path};
+  auto& backend = ptk::detail::spawn_backend_state();
+  const auto saved = backend.load();
+  backend.store(ptk::detail::spawn_backend_kind::posix_spawn);
+  for (auto _ : state) {
+    if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+  }
+  backend.store(saved);
+}
+
+// ptk from a 1 GiB parent against ptk from a small one: the cost must not grow with
+// the parent's memory.
+template <int MiB>
+void BM_spawn_parent_size(benchmark::State& state) {
+  std::vector<char> b(static_cast<std::size_t>(MiB) << 20);
+  for (std::size_t i = 0; i < b.size(); i += 4096) b[i] = 1;
   const auto cmd = ptk::command{true_path};
   for (auto _ : state) {
     if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
@@ -194,6 +225,20 @@ BENCHMARK(BM_spawn_ptk)
     ->Name("BM_spawn_wait_true/ptk")
     ->Arg(0)
     ->Arg(1024)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spawn_ptk_posix_spawn_backend)
+    ->Name("BM_spawn_wait_true/ptk_posix_spawn_backend")
+    ->Arg(0)
+    ->Arg(1024)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spawn_parent_size<1024>)
+    ->Name("BM_spawn_parent_size/ptk_1GiB_parent")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spawn_parent_size<0>)
+    ->Name("BM_spawn_parent_size/small_parent")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_spawn_fork_exec)
