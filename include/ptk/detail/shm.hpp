@@ -34,6 +34,9 @@
 
 namespace ptk::detail {
 
+/// Rounds up to a multiple of 8 bytes (slot and record alignment).
+inline constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+
 // ---- type identity --------------------------------------------------------------
 
 /// The compiler's spelling of T, e.g. "int" or "std::array<char, 16>". Processes

@@ -53,7 +53,6 @@ struct record_header {
 };
 inline constexpr std::uint32_t record_data = 0x5244;  // "DR"
 inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
-inline constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 
 }  // namespace detail
 

@@ -1,0 +1,250 @@
+#include <ptk/ipc/queue.hpp>
+#include <ptk/ipc/shm_ring.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "ipc_support.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using namespace ptk::test;
+using ptk::channel_status;
+
+TEST_CASE("queue: many threads send and receive, each message exactly once", "[ipc][queue]") {
+  ptk::queue<std::uint64_t> q{64};
+  CHECK(q.capacity() == 64);
+  constexpr int producers = 3, consumers = 3, per = 20000;
+  std::vector<std::vector<std::uint64_t>> got(consumers);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < consumers; ++c) {
+    threads.emplace_back([&, c] {
+      while (auto v = q.recv()) got[static_cast<std::size_t>(c)].push_back(*v);
+    });
+  }
+  std::vector<std::thread> senders;
+  for (int p = 0; p < producers; ++p) {
+    senders.emplace_back([&, p] {
+      for (int i = 0; i < per; ++i) {
+        REQUIRE(q.send((static_cast<std::uint64_t>(p) << 32) | static_cast<std::uint64_t>(i)) == channel_status::ok);
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  q.close();
+  for (auto& t : threads) t.join();
+  std::vector<std::uint64_t> all;
+  for (auto& g : got) {
+    // Each consumer sees each producer's messages in the order they were sent.
+    std::vector<std::int64_t> last(producers, -1);
+    for (auto v : g) {
+      const auto p = static_cast<std::size_t>(v >> 32);
+      const auto i = static_cast<std::int64_t>(v & 0xffffffff);
+      REQUIRE(i > last[p]);
+      last[p] = i;
+    }
+    all.insert(all.end(), g.begin(), g.end());
+  }
+  std::sort(all.begin(), all.end());
+  REQUIRE(all.size() == producers * per);
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+}
+
+TEST_CASE("queue: strings up to the slot size; try forms, timeouts, stop, close", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<std::string>::create(name, 2, {.max_message_size = 16});
+  CHECK(q.max_message_size() == 16);
+  CHECK_THROWS_AS(q.send(std::string(17, 'x')), std::length_error);
+  CHECK(q.try_recv().status() == channel_status::empty);
+  CHECK(q.recv_for(10ms).status() == channel_status::timeout);
+  CHECK(q.try_send("one") == channel_status::ok);
+  CHECK(q.try_send(std::string(16, 'y')) == channel_status::ok);
+  CHECK(q.try_send("three") == channel_status::full);
+  CHECK(q.send_for("three", 10ms) == channel_status::timeout);
+  std::stop_source stop;
+  std::atomic<channel_status> r{channel_status::ok};
+  std::atomic<pid_t> tid{0};
+  std::thread t([&] {
+    tid = gettid_now();
+    r = q.send("three", stop.get_token());
+  });
+  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  stop.request_stop();
+  t.join();
+  CHECK(r == channel_status::cancelled);
+  q.close();
+  CHECK(q.send("late") == channel_status::closed);
+  CHECK(*q.recv() == "one");
+  CHECK(*q.recv() == std::string(16, 'y'));
+  CHECK(q.recv().status() == channel_status::closed);
+}
+
+TEST_CASE("queue: 2 producer and 2 consumer processes", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<std::uint64_t>::create(name, 128);
+  auto results = ptk::queue<std::uint64_t>::anonymous(1 << 16);
+  constexpr std::uint64_t per = 10000;
+  std::vector<pid_t> kids;
+  for (std::uint64_t p = 0; p < 2; ++p) {
+    kids.push_back(fork_child([&, p] {
+      auto tx = ptk::queue<std::uint64_t>::open(name.str());
+      for (std::uint64_t i = 0; i < per; ++i) {
+        if (tx.send(p * per + i) != channel_status::ok) return 1;
+      }
+      return 0;
+    }));
+  }
+  for (int c = 0; c < 2; ++c) {
+    kids.push_back(fork_child([&] {
+      auto rx = ptk::queue<std::uint64_t>::open(name.str());
+      while (auto v = rx.recv()) {
+        if (results.send(*v) != channel_status::ok) return 1;
+      }
+      return 0;
+    }));
+  }
+  CHECK(wait_exit_code(kids[0]) == 0);
+  CHECK(wait_exit_code(kids[1]) == 0);
+  std::vector<std::uint64_t> all;
+  while (all.size() < 2 * per) {
+    auto v = results.recv_for(30s);
+    REQUIRE(v);
+    all.push_back(*v);
+  }
+  q.close();
+  CHECK(wait_exit_code(kids[2]) == 0);
+  CHECK(wait_exit_code(kids[3]) == 0);
+  std::sort(all.begin(), all.end());
+  for (std::uint64_t i = 0; i < 2 * per; ++i) REQUIRE(all[i] == i);
+  CHECK(results.try_recv().status() == channel_status::empty);
+}
+
+TEST_CASE("queue: producers killed at random points lose nothing committed", "[ipc][queue]") {
+  std::mt19937 rng(99);
+  for (int round = 0; round < 6; ++round) {
+    const shm_name name;
+    auto q = ptk::queue<std::uint64_t>::create(name, 32);
+    std::vector<pid_t> kids;
+    for (std::uint64_t p = 0; p < 2; ++p) {
+      kids.push_back(fork_child([&, p] {
+        auto tx = ptk::queue<std::uint64_t>::open(name.str());
+        for (std::uint64_t i = 0;; ++i) {
+          if (tx.send((p << 32) | i) != channel_status::ok) return 1;
+        }
+      }));
+    }
+    const std::uint64_t kill_at[2] = {rng() % 3000, rng() % 3000};
+    std::uint64_t next[2] = {0, 0};
+    for (;;) {
+      auto v = q.recv_for(30s);
+      if (!v) {
+        CHECK(v.status() == channel_status::peer_lost);
+        break;
+      }
+      const auto p = static_cast<std::size_t>(*v >> 32);
+      REQUIRE(p < 2);
+      REQUIRE((*v & 0xffffffff) == next[p]);  // in order, no gap, no duplicate
+      if (++next[p] == kill_at[p] + 1) ::kill(kids[p], SIGKILL);
+    }
+    CHECK(next[0] > kill_at[0]);
+    CHECK(next[1] > kill_at[1]);
+    for (auto k : kids) ::waitpid(k, nullptr, 0);
+  }
+}
+
+TEST_CASE("queue: a process killed while holding the lock does not wedge the queue", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 8);
+  REQUIRE(q.send(1) == channel_status::ok);
+  auto raw = ptk::shared_memory::open(name);
+  auto* owner = reinterpret_cast<std::atomic<std::uint64_t>*>(
+      raw.data() + offsetof(ptk::detail::queue_control, lock_owner));
+  const pid_t child = fork_child([&] {
+    // Take the lock the way a sender does, then die inside it.
+    std::uint64_t expected = 0;
+    const std::uint64_t me = (static_cast<std::uint64_t>(::getpid()) << 32) | 1U;
+    if (!owner->compare_exchange_strong(expected, me)) return 1;
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  });
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(owner->load() != 0);
+  CHECK(*q.recv_for(30s) == 1);  // takes the lock over from the dead owner
+  CHECK(q.send(2) == channel_status::ok);
+  CHECK(*q.recv() == 2);
+}
+
+TEST_CASE("queue: consumers killed at random points neither duplicate nor wedge", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<std::uint64_t>::create(name, 16);
+  auto seen = ptk::queue<std::uint64_t>::anonymous(1 << 15);
+  std::vector<pid_t> kids;
+  for (int c = 0; c < 2; ++c) {
+    kids.push_back(fork_child([&] {
+      auto rx = ptk::queue<std::uint64_t>::open(name.str());
+      while (auto v = rx.recv()) seen.send(*v);
+      return 0;
+    }));
+  }
+  constexpr std::uint64_t n = 20000;
+  bool lost = false;
+  for (std::uint64_t i = 0; i < n && !lost; ++i) {
+    if (i == n / 3) ::kill(kids[0], SIGKILL);
+    if (i == n / 2) ::kill(kids[1], SIGKILL);
+    const auto st = q.send_for(i, 30s);
+    lost = st == channel_status::peer_lost;  // both consumers gone and the queue is full
+    REQUIRE((lost || st == channel_status::ok));
+  }
+  for (auto k : kids) ::waitpid(k, nullptr, 0);
+  std::set<std::uint64_t> got;
+  while (auto v = seen.try_recv()) REQUIRE(got.insert(*v).second);
+  while (auto v = q.try_recv()) REQUIRE(got.insert(*v).second);  // what nobody took is still there
+  CHECK(lost);
+  CHECK(got.size() >= n / 3);
+  REQUIRE(q.send(n) == channel_status::ok);  // still usable
+  CHECK(*q.recv() == n);
+}
+
+TEST_CASE("queue: a receiver learns that every sender died", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 8);
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::queue<int>::open(name.str());
+    tx.send(5);
+    return 0;
+  });
+  CHECK(*q.recv_for(30s) == 5);
+  CHECK(wait_exit_code(child) == 0);
+  CHECK(q.recv_for(30s).status() == channel_status::peer_lost);
+}
+
+TEST_CASE("queue: corrupt and mismatched segments are rejected", "[ipc][queue]") {
+  using Catch::Matchers::Contains;
+  const shm_name name;
+  auto q = ptk::queue<std::string>::create(name, 4, {.max_message_size = 32});
+  CHECK_THROWS_WITH(ptk::queue<int>::open(name), Contains("created for type"));
+  CHECK_THROWS_WITH(ptk::shm_ring<std::string>::open(name), Contains("is a queue, opened as a shm_ring"));
+  REQUIRE(q.send("hello") == channel_status::ok);
+  auto raw = ptk::shared_memory::open(name);
+  const std::uint64_t huge = 1 << 20;
+  std::memcpy(raw.data() + sizeof(ptk::detail::queue_control), &huge, sizeof huge);
+  CHECK_THROWS_WITH(q.try_recv(), Contains("message length beyond the slot"));
+  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() + offsetof(ptk::detail::queue_control, tail));
+  tail->store(1000);
+  CHECK_THROWS_WITH(q.try_send("x"), Contains("corrupt"));
+}
