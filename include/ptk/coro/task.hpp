@@ -44,8 +44,10 @@ namespace ptk {
 /// ptk::when_all, ptk::when_any, ptk::async_scope and ptk::sync_wait) comes from a
 /// per-thread cache of freed frames, sorted into 32-byte size classes up to 2 KiB.
 /// A frame freed on a thread goes to that thread's cache; a cache holds at most
-/// 1 MiB, and a frame freed beyond that, or larger than 2 KiB, goes back to the global
-/// heap (`operator delete`). A thread's cache is released when the thread exits.
+/// 1 MiB (plus one frame per size class, kept apart for the free-then-allocate
+/// pattern of awaiting tasks one after another), and a frame freed beyond that, or
+/// larger than 2 KiB, goes back to the global heap (`operator delete`). A thread's
+/// cache is released when the thread exits.
 struct frame_allocator_stats {
   std::uint64_t allocations = 0;  ///< frames allocated by this thread
   std::uint64_t hits = 0;         ///< allocations served from the cache (no malloc)
@@ -71,6 +73,11 @@ struct frame_block {
 // plain thread-pointer-relative access (no TLS init guard). The reaper below frees
 // the blocks when the thread exits.
 struct frame_cache {
+  // One frame per class, reused first. Awaiting tasks one after another frees a frame
+  // and allocates one of the same size at once: through this slot the pair touches
+  // nothing but the slot itself (no list link, no byte count), so successive awaits
+  // do not form a chain of dependent loads and stores through memory.
+  frame_block* hot[frame_classes];
   frame_block* heads[frame_classes];
   frame_allocator_stats stats;
   bool reaper_armed;
@@ -86,6 +93,9 @@ struct frame_cache_reaper {
   ~frame_cache_reaper() {
     frame_cache& c = tls_frame_cache;
     c.dead = true;
+    for (frame_block*& b : c.hot) {
+      if (b != nullptr) ::operator delete(std::exchange(b, nullptr));
+    }
     for (frame_block*& head : c.heads) {
       while (head != nullptr) {
         frame_block* b = head;
@@ -114,6 +124,14 @@ inline void* frame_allocate(std::size_t n) {
     ++c.stats.oversize;
     return ::operator new(n);
   }
+  if (frame_block* b = c.hot[cls - 1]) {
+#if defined(PTK_ASAN)
+    __asan_unpoison_memory_region(b, cls * frame_granule);
+#endif
+    c.hot[cls - 1] = nullptr;
+    ++c.stats.hits;
+    return b;
+  }
   if (frame_block* b = c.heads[cls - 1]) {
 #if defined(PTK_ASAN)
     __asan_unpoison_memory_region(b, cls * frame_granule);
@@ -133,6 +151,13 @@ inline void frame_deallocate(void* p, std::size_t n) noexcept {
   frame_cache& c = tls_frame_cache;
   const std::size_t cls = (n + frame_granule - 1) / frame_granule;
   const std::size_t bytes = cls * frame_granule;
+  if (cls <= frame_classes && c.hot[cls - 1] == nullptr && c.reaper_armed && !c.dead) {
+    c.hot[cls - 1] = static_cast<frame_block*>(p);
+#if defined(PTK_ASAN)
+    __asan_poison_memory_region(p, bytes);
+#endif
+    return;
+  }
   if (cls > frame_classes || c.dead || c.stats.cached_bytes + bytes > frame_cache_limit) {
     if (cls <= frame_classes && !c.dead) ++c.stats.released;
     ::operator delete(p);
