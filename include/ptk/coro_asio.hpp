@@ -603,6 +603,13 @@ struct asio_await_cancel {
   bool stopped = false;
 };
 
+/// asio::co_spawn needs a default-constructible result: an awaitable of another type
+/// runs inside this one, whose result is an optional.
+template <class T, class E>
+asio::awaitable<std::optional<T>, E> asio_optional_result(asio::awaitable<T, E> a) {
+  co_return std::optional<T>(co_await std::move(a));
+}
+
 }  // namespace ptk::detail
 
 namespace ptk {
@@ -648,7 +655,7 @@ class asio_await_awaitable {
     }
     handle_ = h;
     if (!token.stop_possible()) {
-      asio::co_spawn(ex_, std::move(aw_), completion{this});
+      spawn(ex_, completion{this});
       return true;
     }
     // Cancellable: the asio coroutine runs on a strand, and the cancellation signal
@@ -666,8 +673,7 @@ class asio_await_awaitable {
         handle_.resume();
         return;
       }
-      asio::co_spawn(strand, std::move(aw_),
-                     asio::bind_cancellation_slot(c.signal.slot(), completion{this}));
+      spawn(strand, asio::bind_cancellation_slot(c.signal.slot(), completion{this}));
     });
     return true;
   }
@@ -702,7 +708,13 @@ class asio_await_awaitable {
     template <class U>
     void operator()(std::exception_ptr e, U&& v) const {
       self->error_ = std::move(e);
-      if (!self->error_) self->value_.emplace(std::forward<U>(v));
+      if (!self->error_) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<U>, std::optional<T>>) {
+          self->value_.emplace(std::move(*v));  // through asio_optional_result
+        } else {
+          self->value_.emplace(std::forward<U>(v));
+        }
+      }
       finish();
     }
     void finish() const {
@@ -710,6 +722,15 @@ class asio_await_awaitable {
       self->handle_.resume();
     }
   };
+  template <class Ex, class Handler>
+  void spawn(const Ex& ex, Handler&& handler) {
+    if constexpr (std::is_void_v<T> || std::default_initializable<T>) {
+      asio::co_spawn(ex, std::move(aw_), std::forward<Handler>(handler));
+    } else {
+      asio::co_spawn(ex, detail::asio_optional_result(std::move(aw_)),
+                     std::forward<Handler>(handler));
+    }
+  }
   struct stopper {
     std::shared_ptr<detail::asio_await_cancel> cancel;
     asio::strand<Executor> strand;

@@ -102,6 +102,20 @@ TEST_CASE("a ptk task awaits an asio awaitable and resumes on its executor") {
   CHECK(on_io);
 }
 
+TEST_CASE("await_asio gives a result that has no default constructor") {
+  io_threads io;
+  struct no_default {
+    explicit no_default(int x) : v(x) {}
+    int v;
+  };
+  auto make = []() -> asio::awaitable<no_default> { co_return no_default{5}; };
+  auto body = [&]() -> ptk::task<int> {
+    const no_default r = co_await ptk::await_asio(io.executor(), make());
+    co_return r.v;
+  };
+  CHECK(ptk::sync_wait(body()) == 5);
+}
+
 TEST_CASE("an exception thrown in an asio awaitable propagates into the ptk task") {
   io_threads io;
   auto body = [](asio::io_context& ctx) -> ptk::task<void> {
