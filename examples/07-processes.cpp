@@ -1,10 +1,9 @@
 // 07 — processes: spawn, capture, supervise, inspect.
 //
 // The Python original used subprocess and psutil. ptk::spawn starts a child without
-// copying the parent (clone3 with CLONE_VM | CLONE_VFORK), tracks it with a pidfd, and reports how it
-// ended; ptk::run captures output with a timeout; ptk::process_info reads what the
-// kernel knows about any process; ptk::process_table keeps a bounded set of
-// children for a service.
+// copying the parent (clone3 with CLONE_VM | CLONE_VFORK), tracks it with a pidfd, and reports how
+// it ended; ptk::run captures output with a timeout; ptk::process_info reads what the kernel knows
+// about any process; ptk::process_table keeps a bounded set of children for a service.
 #include <ptk/process.hpp>
 
 #include <unistd.h>

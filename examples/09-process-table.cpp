@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -22,15 +23,13 @@ namespace {
 
 // The kernel's one-letter state, spelled out.
 const char* state_name(char state) {
-  switch (state) {
-    case 'R': return "running";
-    case 'S': return "sleeping";
-    case 'D': return "disk wait";
-    case 'T': return "stopped";
-    case 't': return "traced";
-    case 'Z': return "zombie";
-    default: return "other";
+  constexpr std::pair<char, const char*> names[] = {{'R', "running"},   {'S', "sleeping"},
+                                                    {'D', "disk wait"}, {'T', "stopped"},
+                                                    {'t', "traced"},    {'Z', "zombie"}};
+  for (const auto& [letter, name] : names) {
+    if (letter == state) return name;
   }
+  return "other";
 }
 
 std::string joined(const std::vector<std::string>& argv) {
@@ -115,8 +114,7 @@ int main() {
   std::puts("GET    /processes/999999999");
   if (!table.status(999999999)) std::puts("  -> 404 no such process");
 
-  std::printf("\nDELETE /processes/%d  (SIGTERM, then SIGKILL after the grace period)\n",
-              spinner);
+  std::printf("\nDELETE /processes/%d  (SIGTERM, then SIGKILL after the grace period)\n", spinner);
   std::printf("  -> %s\n", table.kill(spinner)->to_string().c_str());
   table.signal(paused, SIGCONT);
   std::printf("DELETE /processes/%d\n  -> %s\n", paused, table.kill(paused)->to_string().c_str());

@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   std::string pending;
   for (const int n : {3, 12, 99}) {
     squarer.std_in().write_all(std::to_string(n) + "\n");
-    std::printf("  asked %d, child answered %s\n", n, read_line(squarer.std_out(), pending).c_str());
+    std::printf("  asked %d, child answered %s\n", n,
+                read_line(squarer.std_out(), pending).c_str());
   }
   squarer.std_in().close();  // end of input: the loop in the child ends
   std::printf("  child %s\n", squarer.wait().to_string().c_str());
@@ -77,11 +78,11 @@ int main(int argc, char** argv) {
   std::puts("\n2. a second channel: a pipe passed as the child's descriptor 3");
   // (A close-on-exec pipe from ptk's internal helper; the IPC module's pipe will do.)
   auto progress = ptk::detail::make_pipe();
-  auto worker = ptk::spawn(
-      ptk::command{"sh"}
-          .args({"-c", "for i in 1 2 3; do echo step $i >&3; done; echo result: 42"})
-          .std_out(ptk::stdio::pipe)
-          .pass_fd(progress.second.get(), 3));
+  auto worker =
+      ptk::spawn(ptk::command{"sh"}
+                     .args({"-c", "for i in 1 2 3; do echo step $i >&3; done; echo result: 42"})
+                     .std_out(ptk::stdio::pipe)
+                     .pass_fd(progress.second.get(), 3));
   progress.second.reset();  // the child holds the write end now
   ptk::pipe_end progress_in(std::move(progress.first));
   std::string steps;

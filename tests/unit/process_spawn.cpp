@@ -37,8 +37,8 @@ bool clone_backend() {
 // readable once the process is gone, whoever its parent is by then).
 bool exits_within(int pidfd, std::chrono::milliseconds limit) {
   pollfd p{pidfd, POLLIN, 0};
-  const int n = ptk::detail::retry_on_eintr(
-      [&] { return ::poll(&p, 1, static_cast<int>(limit.count())); });
+  const int n =
+      ptk::detail::retry_on_eintr([&] { return ::poll(&p, 1, static_cast<int>(limit.count())); });
   return n == 1;
 }
 
@@ -77,8 +77,7 @@ family start_family(int death_signal) {
   report.second.reset();
   go.first.reset();
   f.go = std::move(go.second);
-  REQUIRE(::read(report.first.get(), &f.grandchild, sizeof f.grandchild) ==
-          sizeof f.grandchild);
+  REQUIRE(::read(report.first.get(), &f.grandchild, sizeof f.grandchild) == sizeof f.grandchild);
   REQUIRE(f.grandchild > 0);
   f.grandchild_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, f.grandchild, 0U)));
   REQUIRE(f.grandchild_pidfd.valid());
@@ -136,9 +135,8 @@ TEST_CASE("without parent_death_signal the grandchild outlives its parent") {
 TEST_CASE("the parent-death signal follows the spawning thread, not the process") {
   if (!clone_backend()) return;  // refused on posix_spawn: see the test above
   ptk::process p;
-  std::thread short_lived([&] {
-    p = ptk::spawn(ptk::command{"sleep"}.arg("30").parent_death_signal(SIGTERM));
-  });
+  std::thread short_lived(
+      [&] { p = ptk::spawn(ptk::command{"sleep"}.arg("30").parent_death_signal(SIGTERM)); });
   short_lived.join();  // the thread is gone, this process is not
   const auto s = p.wait_for(10s);
   REQUIRE(s.has_value());
@@ -151,8 +149,7 @@ TEST_CASE("a program that cannot be executed is reported with EACCES") {
   REQUIRE(fd >= 0);
   ::close(fd);
   const std::string path = templ;
-  CHECK_THROWS_WITH(ptk::spawn(ptk::command{path}),
-                    "spawn '" + path + "': Permission denied");
+  CHECK_THROWS_WITH(ptk::spawn(ptk::command{path}), "spawn '" + path + "': Permission denied");
   ::unlink(templ);
 }
 
@@ -177,8 +174,8 @@ TEST_CASE("descriptors between the standard ones and a passed one do not leak") 
   const int high = ::dup2(low, 40);
   REQUIRE(high == 40);
   auto pipe = ptk::detail::make_pipe();
-  const auto r = ptk::run(
-      ptk::command{"sh"}.args({"-c", "ls /proc/$$/fd"}).pass_fd(pipe.second.get(), 20));
+  const auto r =
+      ptk::run(ptk::command{"sh"}.args({"-c", "ls /proc/$$/fd"}).pass_fd(pipe.second.get(), 20));
   ::close(low);
   ::close(high);
   CHECK(r.out == "0\n1\n2\n20\n");

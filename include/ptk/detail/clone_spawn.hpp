@@ -144,7 +144,7 @@ struct child_plan {
   bool new_group = false;
   int death_signal = 0;
   pid_t expected_parent = 0;
-  std::uint64_t ignored_signals = 0;  // bit (sig - 1): reset from SIG_IGN to SIG_DFL
+  std::uint64_t ignored_signals = 0;            // bit (sig - 1): reset from SIG_IGN to SIG_DFL
   kernel_sigaction default_action{0, 0, 0, 0};  // SIG_DFL, for those resets
   std::uint64_t empty_mask = 0;                 // the child's final signal mask
 

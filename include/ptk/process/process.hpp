@@ -505,8 +505,7 @@ namespace detail {
 
 // What both backends need, prepared in the parent before anything is started.
 struct spawn_setup {
-  explicit spawn_setup(const command& c)
-      : cmd(c), what("spawn '" + c.program() + "'") {
+  explicit spawn_setup(const command& c) : cmd(c), what("spawn '" + c.program() + "'") {
     // Descriptors the child receives must sit above every target number, so that no
     // dup2 in the child overwrites a source still to be copied.
     for (const auto& [from, to] : cmd.passed_fds()) {
@@ -587,8 +586,9 @@ inline process detail::spawner::with_posix_spawn(spawn_setup& s) {
   const command& cmd = s.cmd;
   const std::string& what = s.what;
   if (cmd.death_signal() != 0) {
-    throw_os_error(ENOSYS, what + ": a parent-death signal needs the clone3 backend "
-                                  "(x86-64, Linux 5.9+)");
+    throw_os_error(ENOSYS, what +
+                               ": a parent-death signal needs the clone3 backend "
+                               "(x86-64, Linux 5.9+)");
   }
   detail::spawn_actions actions;
   detail::spawn_attributes attributes;
@@ -639,9 +639,9 @@ inline process detail::spawner::with_posix_spawn(spawn_setup& s) {
   // below them (closing a descriptor that is not open is not an error here).
   for (int fd = 3; fd < s.floor; ++fd) {
     const auto& passed = cmd.passed_fds();
-    if (std::none_of(passed.begin(), passed.end(), [fd](const auto& p) { return p.second == fd; })) {
-      detail::check_spawn_call(::posix_spawn_file_actions_addclose(&fa, fd),
-                               "spawn: close action");
+    if (std::none_of(passed.begin(), passed.end(),
+                     [fd](const auto& p) { return p.second == fd; })) {
+      detail::check_spawn_call(::posix_spawn_file_actions_addclose(&fa, fd), "spawn: close action");
     }
   }
   detail::check_spawn_call(::posix_spawn_file_actions_addclosefrom_np(&fa, s.floor),
@@ -671,10 +671,9 @@ inline process detail::spawner::with_posix_spawn(spawn_setup& s) {
 
   pid_t pid = -1;
   const bool search_path = cmd.program().find('/') == std::string::npos;
-  const int r = search_path ? ::posix_spawnp(&pid, cmd.program().c_str(), &fa, &attr,
-                                             s.argv.data(), s.envp)
-                            : ::posix_spawn(&pid, cmd.program().c_str(), &fa, &attr,
-                                            s.argv.data(), s.envp);
+  const int r = search_path
+                    ? ::posix_spawnp(&pid, cmd.program().c_str(), &fa, &attr, s.argv.data(), s.envp)
+                    : ::posix_spawn(&pid, cmd.program().c_str(), &fa, &attr, s.argv.data(), s.envp);
   if (r != 0) {
     // posix_spawn reports a failed chdir and a failed exec alike; name the directory
     // when it is the culprit.
@@ -717,8 +716,7 @@ inline std::optional<process> detail::spawner::with_clone3(spawn_setup& s) {
       case stdio::inherit:
         break;
       case stdio::null:
-        moves.push_back({open_for("/dev/null", target == 0 ? O_RDONLY : O_WRONLY, "null"),
-                         target});
+        moves.push_back({open_for("/dev/null", target == 0 ? O_RDONLY : O_WRONLY, "null"), target});
         break;
       case stdio::pipe:
         moves.push_back({s.pipe_for(target, parent_end), target});
