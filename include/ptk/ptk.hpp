@@ -12,6 +12,7 @@
 #include <ptk/config.hpp>
 #include <ptk/coro.hpp>
 #include <ptk/error.hpp>
+#include <ptk/ipc.hpp>
 #include <ptk/process.hpp>
 #include <ptk/thread.hpp>
 #include <ptk/version.hpp>

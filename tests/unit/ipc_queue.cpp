@@ -171,7 +171,7 @@ TEST_CASE("queue: a process killed while holding the lock does not wedge the que
   REQUIRE(q.send(1) == channel_status::ok);
   auto raw = ptk::shared_memory::open(name);
   auto* owner = reinterpret_cast<std::atomic<std::uint64_t>*>(
-      raw.data() + offsetof(ptk::detail::queue_control, lock_owner));
+      raw.data() + offsetof(ptk::detail::queue_control, lock));
   const pid_t child = fork_child([&] {
     // Take the lock the way a sender does, then die inside it.
     std::uint64_t expected = 0;

@@ -16,6 +16,7 @@
 #include <ptk/ipc/channel.hpp>
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -303,6 +304,69 @@ channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
     if (deadline && *deadline < until) until = *deadline;
     futex_wait_until(flag, 1, until);
   }
+}
+
+// ---- a lock that survives its owner's death ---------------------------------------
+
+/// A lock in shared memory whose owner (pid and thread) is recorded, so a process
+/// killed while holding it is detected and the lock taken over. Users must keep the
+/// protected data consistent at every instant (commit with one final store), which
+/// is what makes taking over safe.
+struct shm_lock {
+  std::atomic<std::uint64_t> owner;  // (pid << 32 | tid), 0 when free
+  futex_word seq;
+  std::atomic<std::uint32_t> sleepers;
+};
+
+inline std::uint32_t this_tid() noexcept {
+  static thread_local const auto tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+  return tid;
+}
+
+/// Wakes every sleeper counted in `sleepers` by bumping `seq`.
+inline void notify_all_sleepers(futex_word& seq, std::atomic<std::uint32_t>& sleepers) noexcept {
+  if (sleepers.load(std::memory_order_relaxed) != 0) {
+    seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(seq);
+  }
+}
+
+/// Takes `l`: spins, yields (the owner may be preempted), then sleeps, waking every
+/// liveness period to see whether the owner died. `describe()` names the segment.
+template <class Describe>
+void lock_shm(shm_lock& l, Describe&& describe) {
+  const std::uint64_t me = (static_cast<std::uint64_t>(::getpid()) << 32) | this_tid();
+  peer_watch owner_watch;
+  for (unsigned i = 0;; ++i) {
+    std::uint64_t cur = 0;
+    if (l.owner.compare_exchange_weak(cur, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (cur == 0) continue;
+    if (i < 64) {
+      cpu_relax();
+    } else if (i < 128) {
+      ::sched_yield();
+    } else {
+      l.sleepers.fetch_add(1, std::memory_order_seq_cst);
+      asymmetric_fence::heavy_side();
+      const std::uint32_t s = l.seq.load(std::memory_order_acquire);
+      if (l.owner.load(std::memory_order_acquire) == cur) {
+        futex_wait_until(l.seq, s, std::chrono::steady_clock::now() + liveness_period);
+      }
+      l.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      if (l.owner.load(std::memory_order_acquire) == cur &&
+          owner_watch.lost(static_cast<std::int32_t>(cur >> 32), describe())) {
+        // The owner died inside the lock; the data is consistent by contract.
+        if (l.owner.compare_exchange_strong(cur, me, std::memory_order_acquire)) return;
+      }
+    }
+  }
+}
+
+/// Releases `l`.
+inline void unlock_shm(shm_lock& l) noexcept {
+  l.owner.store(0, std::memory_order_release);
+  asymmetric_fence::light_side();
+  notify_all_sleepers(l.seq, l.sleepers);
 }
 
 }  // namespace ptk::detail

@@ -11,8 +11,6 @@
 #include <ptk/ipc/codec.hpp>
 #include <ptk/ipc/shared_memory.hpp>
 
-#include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -49,9 +47,7 @@ inline constexpr std::size_t queue_max_peers = 64;
 /// a process dies at, the queue is consistent.
 struct queue_control {
   segment_header header;
-  alignas(64) std::atomic<std::uint64_t> lock_owner;  // (pid << 32 | tid), 0 when free
-  futex_word lock_seq;
-  std::atomic<std::uint32_t> lock_sleepers;
+  alignas(64) shm_lock lock;
   alignas(64) std::atomic<std::uint64_t> head;  // next slot to read (under the lock)
   std::atomic<std::uint64_t> tail;              // next slot to write (under the lock)
   alignas(64) futex_word not_empty_seq;
@@ -63,19 +59,6 @@ struct queue_control {
   pid_word receivers[queue_max_peers];  // processes that received
 };
 static_assert(sizeof(queue_control) % 64 == 0, "slots start on a cache line");
-
-inline std::uint32_t this_tid() noexcept {
-  static thread_local const auto tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-  return tid;
-}
-
-/// Sleep/wake on a condition with a sleeper count, for many sleepers.
-inline void notify_all_sleepers(futex_word& seq, std::atomic<std::uint32_t>& sleepers) noexcept {
-  if (sleepers.load(std::memory_order_relaxed) != 0) {
-    seq.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake_all(seq);
-  }
-}
 
 }  // namespace detail
 
@@ -271,41 +254,9 @@ class queue {
   // ---- the lock ----
 
   void lock() {
-    const std::uint64_t me = (static_cast<std::uint64_t>(::getpid()) << 32) | detail::this_tid();
-    detail::peer_watch owner_watch;
-    for (unsigned i = 0;; ++i) {
-      std::uint64_t cur = 0;
-      if (ctl_->lock_owner.compare_exchange_weak(cur, me, std::memory_order_acquire,
-                                                 std::memory_order_relaxed)) {
-        return;
-      }
-      if (cur == 0) continue;
-      if (i < 64) {
-        detail::cpu_relax();
-      } else if (i < 128) {
-        ::sched_yield();  // the owner may be preempted on a busy machine
-      } else {
-        // Sleep until an unlock; wake regularly to see whether the owner died.
-        ctl_->lock_sleepers.fetch_add(1, std::memory_order_seq_cst);
-        detail::asymmetric_fence::heavy_side();
-        const std::uint32_t s = ctl_->lock_seq.load(std::memory_order_acquire);
-        if (ctl_->lock_owner.load(std::memory_order_acquire) == cur) {
-          detail::futex_wait_until(ctl_->lock_seq, s, std::chrono::steady_clock::now() + detail::liveness_period);
-        }
-        ctl_->lock_sleepers.fetch_sub(1, std::memory_order_relaxed);
-        if (ctl_->lock_owner.load(std::memory_order_acquire) == cur &&
-            owner_watch.lost(static_cast<std::int32_t>(cur >> 32), describe(seg_))) {
-          // The owner died inside the lock: the indices are consistent, take over.
-          if (ctl_->lock_owner.compare_exchange_strong(cur, me, std::memory_order_acquire)) return;
-        }
-      }
-    }
+    detail::lock_shm(ctl_->lock, [this] { return describe(seg_); });
   }
-  void unlock() noexcept {
-    ctl_->lock_owner.store(0, std::memory_order_release);
-    detail::asymmetric_fence::light_side();
-    detail::notify_all_sleepers(ctl_->lock_seq, ctl_->lock_sleepers);
-  }
+  void unlock() noexcept { detail::unlock_shm(ctl_->lock); }
   struct guard {
     queue* q;
     explicit guard(queue* qq) : q(qq) { q->lock(); }
