@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -43,31 +44,63 @@ namespace ptk {
 /// Every ptk coroutine frame (ptk::task, ptk::generator, the helpers of
 /// ptk::when_all, ptk::when_any, ptk::async_scope and ptk::sync_wait) comes from a
 /// per-thread cache of freed frames, sorted into 32-byte size classes up to 2 KiB.
-/// A frame freed on a thread goes to that thread's cache; a cache holds at most
-/// 1 MiB (plus one frame per size class, kept apart for the free-then-allocate
-/// pattern of awaiting tasks one after another), and a frame freed beyond that, or
-/// larger than 2 KiB, goes back to the global heap (`operator delete`). A thread's
-/// cache is released when the thread exits.
+/// A frame freed on a thread goes to that thread's cache, which keeps at most 64
+/// frames per size class (plus one, kept apart for the free-then-allocate pattern of
+/// awaiting tasks one after another). Beyond that, batches of 32 frames move to a
+/// process-wide depot of at most 4 MiB, where threads whose cache ran dry take them
+/// back (frames created on one thread and finished on a pool worker return to the
+/// creating thread this way, without malloc); beyond the depot's limit, and above
+/// 2 KiB, frames go back to the global heap (`operator delete`). A thread's cache is
+/// released when the thread exits.
 struct frame_allocator_stats {
   std::uint64_t allocations = 0;  ///< frames allocated by this thread
-  std::uint64_t hits = 0;         ///< allocations served from the cache (no malloc)
+  std::uint64_t hits = 0;         ///< allocations served from the caches (no malloc)
   std::uint64_t misses = 0;       ///< allocations of a cacheable size that had to malloc
   std::uint64_t oversize = 0;     ///< allocations over 2 KiB, never cached
-  std::uint64_t released = 0;     ///< frees sent to the global heap because the cache was full
-  std::size_t cached_bytes = 0;   ///< bytes held by the cache now
+  std::uint64_t released = 0;     ///< frees sent to the global heap because the caches were full
+  std::size_t cached_bytes = 0;   ///< bytes held by this thread's cache now
 };
 
 namespace detail {
 
 inline constexpr std::size_t frame_granule = 32;
 inline constexpr std::size_t frame_classes = 64;  // frames of up to 64 * 32 = 2048 bytes
-inline constexpr std::size_t frame_cache_limit = std::size_t{1} << 20;
+inline constexpr std::uint32_t frame_batch = 32;  // frames moved to or from the depot at once
+inline constexpr std::size_t frame_depot_limit = std::size_t{4} << 20;
 static_assert(frame_granule % __STDCPP_DEFAULT_NEW_ALIGNMENT__ == 0,
               "size classes keep operator new's alignment");
 
 struct frame_block {
-  frame_block* next;
+  frame_block* next;        // the next frame in a list or batch
+  frame_block* next_batch;  // in the depot, on a batch's first frame: the next batch
 };
+static_assert(sizeof(frame_block) <= frame_granule, "a link fits in the smallest frame");
+
+// Reads a link of a cached (and, under ASan, poisoned) frame.
+inline frame_block* frame_next(frame_block* b) noexcept {
+#if defined(PTK_ASAN)
+  __asan_unpoison_memory_region(b, sizeof(frame_block));
+  frame_block* n = b->next;
+  __asan_poison_memory_region(b, sizeof(frame_block));
+  return n;
+#else
+  return b->next;
+#endif
+}
+
+// The process-wide depot: per size class, a stack of batches of frame_batch frames,
+// each under its own mutex (taken once per batch, never on the per-frame path).
+// Never destroyed: threads may still free frames while static objects are destroyed.
+struct frame_depot {
+  std::mutex mutex[frame_classes];
+  frame_block* batches[frame_classes] = {};
+  std::atomic<std::size_t> bytes{0};
+};
+
+inline frame_depot& the_frame_depot() {
+  static frame_depot* const depot = new frame_depot;
+  return *depot;
+}
 
 // Trivially destructible and constant-initialised, so the hot path reads it with a
 // plain thread-pointer-relative access (no TLS init guard). The reaper below frees
@@ -75,10 +108,11 @@ struct frame_block {
 struct frame_cache {
   // One frame per class, reused first. Awaiting tasks one after another frees a frame
   // and allocates one of the same size at once: through this slot the pair touches
-  // nothing but the slot itself (no list link, no byte count), so successive awaits
-  // do not form a chain of dependent loads and stores through memory.
+  // nothing but the slot itself (no list link, no count), so successive awaits do not
+  // form a chain of dependent loads and stores through memory.
   frame_block* hot[frame_classes];
   frame_block* heads[frame_classes];
+  std::uint32_t counts[frame_classes];
   frame_allocator_stats stats;
   bool reaper_armed;
   bool dead;  // the thread is exiting: free straight to the heap
@@ -99,13 +133,11 @@ struct frame_cache_reaper {
     for (frame_block*& head : c.heads) {
       while (head != nullptr) {
         frame_block* b = head;
-#if defined(PTK_ASAN)
-        __asan_unpoison_memory_region(b, sizeof(frame_block));
-#endif
-        head = b->next;
+        head = frame_next(b);
         ::operator delete(b);
       }
     }
+    for (std::uint32_t& n : c.counts) n = 0;
     c.stats.cached_bytes = 0;
   }
 };
@@ -113,6 +145,69 @@ struct frame_cache_reaper {
 inline void arm_frame_cache_reaper() {
   thread_local frame_cache_reaper reaper;  // registered for thread exit on first pass
   tls_frame_cache.reaper_armed = true;
+}
+
+// Refills an empty class of the calling thread's cache with a batch from the depot.
+inline bool frame_refill(frame_cache& c, std::size_t cls) {
+  frame_depot& d = the_frame_depot();
+  frame_block* batch = nullptr;
+  {
+    const std::lock_guard lock(d.mutex[cls - 1]);
+    batch = d.batches[cls - 1];
+    if (batch == nullptr) return false;
+#if defined(PTK_ASAN)
+    __asan_unpoison_memory_region(batch, sizeof(frame_block));
+#endif
+    d.batches[cls - 1] = batch->next_batch;
+#if defined(PTK_ASAN)
+    __asan_poison_memory_region(batch, sizeof(frame_block));
+#endif
+  }
+  d.bytes.fetch_sub(frame_batch * cls * frame_granule, std::memory_order_relaxed);
+  c.heads[cls - 1] = batch;
+  c.counts[cls - 1] = frame_batch;
+  c.stats.cached_bytes += frame_batch * cls * frame_granule;
+  return true;
+}
+
+// Moves the oldest frame_batch frames of a full class to the depot, or to the heap
+// when the depot is full.
+inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
+  const std::size_t bytes = frame_batch * cls * frame_granule;
+  // The batch is the list's first frame_batch frames: cut it after the last of them.
+  frame_block* batch = c.heads[cls - 1];
+  frame_block* last = batch;
+  for (std::uint32_t i = 1; i < frame_batch; ++i) last = frame_next(last);
+#if defined(PTK_ASAN)
+  __asan_unpoison_memory_region(last, sizeof(frame_block));
+#endif
+  c.heads[cls - 1] = last->next;
+  last->next = nullptr;
+#if defined(PTK_ASAN)
+  __asan_poison_memory_region(last, sizeof(frame_block));
+#endif
+  c.counts[cls - 1] -= frame_batch;
+  c.stats.cached_bytes -= bytes;
+  frame_depot& d = the_frame_depot();
+  if (d.bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= frame_depot_limit) {
+    const std::lock_guard lock(d.mutex[cls - 1]);
+#if defined(PTK_ASAN)
+    __asan_unpoison_memory_region(batch, sizeof(frame_block));
+#endif
+    batch->next_batch = d.batches[cls - 1];
+#if defined(PTK_ASAN)
+    __asan_poison_memory_region(batch, sizeof(frame_block));
+#endif
+    d.batches[cls - 1] = batch;
+    return;
+  }
+  d.bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  c.stats.released += frame_batch;
+  while (batch != nullptr) {
+    frame_block* b = batch;
+    batch = frame_next(b);
+    ::operator delete(b);
+  }
 }
 
 /// Allocates a coroutine frame of `n` bytes from the calling thread's cache.
@@ -132,11 +227,14 @@ inline void* frame_allocate(std::size_t n) {
     ++c.stats.hits;
     return b;
   }
-  if (frame_block* b = c.heads[cls - 1]) {
+  if (c.heads[cls - 1] == nullptr && !c.reaper_armed) arm_frame_cache_reaper();  // frees a refill
+  if (c.heads[cls - 1] != nullptr || frame_refill(c, cls)) {
+    frame_block* b = c.heads[cls - 1];
+    c.heads[cls - 1] = frame_next(b);
 #if defined(PTK_ASAN)
     __asan_unpoison_memory_region(b, cls * frame_granule);
 #endif
-    c.heads[cls - 1] = b->next;
+    --c.counts[cls - 1];
     c.stats.cached_bytes -= cls * frame_granule;
     ++c.stats.hits;
     return b;
@@ -146,7 +244,7 @@ inline void* frame_allocate(std::size_t n) {
 }
 
 /// Frees a frame of `n` bytes (the size frame_allocate was given) into the calling
-/// thread's cache, or to the heap when the cache is full.
+/// thread's cache, spilling a batch to the depot when the class is full.
 inline void frame_deallocate(void* p, std::size_t n) noexcept {
   frame_cache& c = tls_frame_cache;
   const std::size_t cls = (n + frame_granule - 1) / frame_granule;
@@ -158,8 +256,7 @@ inline void frame_deallocate(void* p, std::size_t n) noexcept {
 #endif
     return;
   }
-  if (cls > frame_classes || c.dead || c.stats.cached_bytes + bytes > frame_cache_limit) {
-    if (cls <= frame_classes && !c.dead) ++c.stats.released;
+  if (cls > frame_classes || c.dead) {
     ::operator delete(p);
     return;
   }
@@ -178,6 +275,7 @@ inline void frame_deallocate(void* p, std::size_t n) noexcept {
 #if defined(PTK_ASAN)
   __asan_poison_memory_region(b, bytes);  // a use after free still reports
 #endif
+  if (++c.counts[cls - 1] >= 2 * frame_batch) frame_spill(c, cls);
 }
 
 /// Gives a promise type the recycling allocator.
