@@ -103,7 +103,7 @@ TEST_CASE("wait_for gives up on a running child; terminate then ends it with SIG
 
 TEST_CASE("terminate escalates to SIGKILL when the child ignores SIGTERM") {
   auto p = ptk::spawn(ptk::command{"sh"}
-                          .args({"-c", "trap '' TERM; echo ready; sleep 30"})
+                          .args({"-c", "trap '' TERM; echo ready; exec sleep 30"})
                           .std_out(ptk::stdio::pipe));
   char buf[16];
   REQUIRE(p.std_out().read_some(buf, sizeof buf) > 0);  // the trap is in place
