@@ -4,7 +4,10 @@
 #pragma once
 
 #include <ptk/config.hpp>
+#include <ptk/coro/task.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -109,5 +112,19 @@ class recv_result {
   channel_status status_ = channel_status::ok;
   std::optional<T> value_;
 };
+
+namespace detail {
+/// What a channel asks to be woken by for an asynchronous receive: its socket, or a
+/// futex word and the value it holds while nothing happened.
+struct recv_wait {
+  int fd = -1;
+  std::atomic<std::uint32_t>* word = nullptr;
+  std::uint32_t expected = 0;
+};
+template <class Channel>
+class recv_readiness;
+template <class Channel>
+task<recv_result<typename Channel::value_type>> async_recv_loop(Channel& ch);
+}  // namespace detail
 
 }  // namespace ptk

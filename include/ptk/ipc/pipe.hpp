@@ -78,6 +78,9 @@ class pipe {
   static_assert((detail::require_encodable<T>(), true));
 
  public:
+  /// The message type.
+  using value_type = T;
+
   /// Creates a connected pair of endpoints.
   /// @param options limits for both endpoints.
   /// @return the two ends; each can send to and receive from the other.
@@ -154,6 +157,17 @@ class pipe {
     return recv_impl(deadline, stop, true);
   }
 
+  /// Receives in a coroutine: `co_await ch.async_recv()` suspends without blocking a
+  /// thread and resumes on ptk's reactor thread. The awaiting task's stop token
+  /// ends the wait with `cancelled`.
+  /// @code
+  /// ptk::task<void> consume(ptk::pipe<int>& ch) {
+  ///   while (auto v = co_await ch.async_recv()) handle(*v);
+  /// }
+  /// @endcode
+  /// @return a task giving the message, or closed / peer_lost / cancelled.
+  task<recv_result<T>> async_recv() { return detail::async_recv_loop(*this); }
+
   // ---- state ----
 
   /// Tells the peer nothing more will be sent (it drains, then sees `closed`).
@@ -173,6 +187,16 @@ class pipe {
   [[nodiscard]] bool has_buffered_message() const noexcept { return complete_frame().has_value(); }
 
  private:
+  template <class Channel>
+  friend class detail::recv_readiness;
+
+  bool arm_recv(detail::recv_wait& w) const {
+    if (has_buffered_message() || eof_ || !broken_.empty()) return false;
+    w.fd = fd_.get();
+    return true;
+  }
+  void disarm_recv() noexcept {}
+
   pipe(detail::unique_fd fd, const pipe_options& options) : fd_(std::move(fd)), options_(options) {}
 
   enum class io { done, would_block, timeout, cancelled, lost };
@@ -362,3 +386,5 @@ class pipe {
 };
 
 }  // namespace ptk
+
+#include <ptk/ipc/async_recv.hpp>

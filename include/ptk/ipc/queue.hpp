@@ -88,6 +88,9 @@ class queue {
   static constexpr bool fixed = fixed_size_encodable<T>;
 
  public:
+  /// The message type.
+  using value_type = T;
+
   /// An in-process queue of `capacity` messages (its memory is an anonymous segment,
   /// so it can still be handed to a child through fd()).
   /// @param capacity at least 1. @param options sizing for variable-size T.
@@ -159,6 +162,17 @@ class queue {
     return recv_impl(deadline, stop, true);
   }
 
+  /// Receives in a coroutine: `co_await ch.async_recv()` suspends without blocking a
+  /// thread and resumes on ptk's shared watcher thread. The awaiting task's stop token
+  /// ends the wait with `cancelled`.
+  /// @code
+  /// ptk::task<void> consume(ptk::queue<int>& q) {
+  ///   while (auto v = co_await q.async_recv()) handle(*v);
+  /// }
+  /// @endcode
+  /// @return a task giving the message, or closed / peer_lost / cancelled.
+  task<recv_result<T>> async_recv() { return detail::async_recv_loop(*this); }
+
   /// Closes the queue for everyone: sends fail, receivers drain and then see `closed`.
   void close() noexcept {
     ctl_->closed.store(1, std::memory_order_seq_cst);
@@ -186,6 +200,36 @@ class queue {
   [[nodiscard]] int fd() const noexcept { return seg_.fd(); }
 
  private:
+  template <class Channel>
+  friend class detail::recv_readiness;
+
+  bool arm_recv(detail::recv_wait& w) {
+    join(ctl_->receivers, received_);
+    ctl_->not_empty_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    detail::asymmetric_fence::heavy_side();
+    const std::uint32_t s = ctl_->not_empty_seq.load(std::memory_order_acquire);
+    if (ctl_->tail.load(std::memory_order_acquire) != ctl_->head.load(std::memory_order_acquire) ||
+        closed_now()) {
+      disarm_recv();
+      return false;
+    }
+    w.word = &ctl_->not_empty_seq;
+    w.expected = s;
+    return true;
+  }
+  void disarm_recv() noexcept { ctl_->not_empty_sleepers.fetch_sub(1, std::memory_order_relaxed); }
+
+  // try_recv on an empty queue checks for lost senders at most once per liveness
+  // period (it costs a system call per sender).
+  bool senders_lost_cheap() {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    auto next = next_probe_.load(std::memory_order_relaxed);
+    if (now < next) return false;
+    const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(detail::liveness_period);
+    if (!next_probe_.compare_exchange_strong(next, now + period.count())) return false;
+    return all_lost(ctl_->senders);
+  }
+
   struct geometry_t {
     std::uint64_t cap = 0;
     std::uint64_t slot = 0;
@@ -434,7 +478,7 @@ class queue {
         if (auto v = pop()) return std::move(*v);
         return channel_status::closed;
       }
-      if (!may_wait) return channel_status::empty;
+      if (!may_wait) return senders_lost_cheap() ? channel_status::peer_lost : channel_status::empty;
       const auto st = sleep(
           ctl_->not_empty_seq, ctl_->not_empty_sleepers,
           [&] {
@@ -455,8 +499,11 @@ class queue {
   std::uint64_t cap_ = 0;
   std::uint64_t slot_size_ = 0;
   std::size_t max_message_ = 0;
+  std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
   std::atomic<bool> sent_{false};      // this process joined the senders' table
   std::atomic<bool> received_{false};  // ... the receivers' table
 };
 
 }  // namespace ptk
+
+#include <ptk/ipc/async_recv.hpp>

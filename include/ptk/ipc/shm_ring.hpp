@@ -91,6 +91,9 @@ class shm_ring {
   static constexpr bool fixed = fixed_size_encodable<T>;
 
  public:
+  /// The message type.
+  using value_type = T;
+
   /// @brief A slot reserved by prepare(): write the message in place, then commit().
   ///        Dropping it without commit() sends nothing.
   class loan {
@@ -301,6 +304,17 @@ class shm_ring {
     return view(channel_status::empty);
   }
 
+  /// Receives in a coroutine: `co_await ch.async_recv()` suspends without blocking a
+  /// thread and resumes on ptk's shared watcher thread. The awaiting task's stop token
+  /// ends the wait with `cancelled`.
+  /// @code
+  /// ptk::task<void> consume(ptk::shm_ring<int>& ring) {
+  ///   while (auto v = co_await ring.async_recv()) handle(*v);
+  /// }
+  /// @endcode
+  /// @return a task giving the message, or closed / peer_lost / cancelled.
+  task<recv_result<T>> async_recv() { return detail::async_recv_loop(*this); }
+
   // ---- state ----
 
   /// Closes the ring for both sides: sends fail from now on; the receiver drains
@@ -336,6 +350,26 @@ class shm_ring {
   [[nodiscard]] int fd() const noexcept { return seg_.fd(); }
 
  private:
+  template <class Channel>
+  friend class detail::recv_readiness;
+
+  // Flags the consumer as sleeping for an asynchronous wait; false when there is
+  // already something to do (then nothing is armed).
+  bool arm_recv(detail::recv_wait& w) {
+    claim_consumer();
+    ctl_->consumer_sleeping.store(1, std::memory_order_relaxed);
+    detail::asymmetric_fence::heavy_side();
+    if (ctl_->tail.load(std::memory_order_acquire) != c_.head || closed_now() ||
+        ctl_->producer.load(std::memory_order_acquire) == detail::departed) {
+      ctl_->consumer_sleeping.store(0, std::memory_order_relaxed);
+      return false;
+    }
+    w.word = &ctl_->consumer_sleeping;
+    w.expected = 1;
+    return true;
+  }
+  void disarm_recv() noexcept {}
+
   static constexpr std::size_t slot_size = [] {
     if constexpr (fixed) {
       return static_cast<std::size_t>(detail::round8(codec<T>::fixed_size));
@@ -630,3 +664,5 @@ class shm_ring {
 };
 
 }  // namespace ptk
+
+#include <ptk/ipc/async_recv.hpp>

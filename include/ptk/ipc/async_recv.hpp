@@ -1,0 +1,105 @@
+/// @file
+/// @brief `co_await ch.async_recv()`: receive from any ptk channel inside a coroutine
+///        with no thread blocked per channel.
+///
+/// A pipe's socket is watched by ptk's reactor (epoll); shared-memory channels are
+/// watched by ptk's futex watcher, one thread waiting on up to 127 channels at once
+/// with futex_waitv. The coroutine resumes on that shared thread: keep the code after
+/// the `co_await` short, or `co_await pool.schedule()` first. Included by every
+/// channel header; asio users see ptk/ipc_asio.hpp.
+#pragma once
+
+#include <ptk/config.hpp>
+#include <ptk/coro/task.hpp>
+#include <ptk/detail/futex_watcher.hpp>
+#include <ptk/detail/reactor.hpp>
+#include <ptk/ipc/channel.hpp>
+
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+
+namespace ptk::detail {
+
+/// Registers the waiting coroutine with the reactor or the futex watcher and
+/// resumes it when the channel may have something (or its stop token fires).
+template <class Channel>
+class recv_readiness {
+ public:
+  explicit recv_readiness(Channel& ch) noexcept : ch_(&ch) {}
+  /// Moves an awaitable that has not been awaited yet.
+  recv_readiness(recv_readiness&& o) noexcept : ch_(o.ch_) {}
+  recv_readiness(const recv_readiness&) = delete;
+  recv_readiness& operator=(const recv_readiness&) = delete;
+  ~recv_readiness() = default;
+
+  bool await_ready() const noexcept { return false; }
+
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    const std::stop_token& token = *stop_token_of(h);
+    if (token.stop_requested()) return false;
+    recv_wait w;
+    if (!ch_->arm_recv(w)) return false;  // something arrived while arming
+    armed_ = true;
+    handle_ = h;
+    auto on_ready = [this](bool) {
+      if (state_.exchange(completed, std::memory_order_acq_rel) == registered) handle_.resume();
+    };
+    if (w.fd >= 0) {
+      by_fd_ = true;
+      id_ = reactor::instance().watch(w.fd, EPOLLIN | EPOLLRDHUP, on_ready);
+    } else {
+      id_ = futex_watcher::instance().watch(*w.word, w.expected, on_ready);
+    }
+    on_stop_.emplace(token, canceller{id_, by_fd_});
+    return state_.exchange(registered, std::memory_order_acq_rel) != completed;
+  }
+
+  void await_resume() noexcept {
+    on_stop_.reset();
+    if (armed_) ch_->disarm_recv();
+  }
+
+ private:
+  struct canceller {
+    std::uint64_t id;
+    bool by_fd;
+    void operator()() const noexcept {
+      try {
+        if (by_fd) {
+          reactor::instance().cancel(id);
+        } else {
+          futex_watcher::instance().cancel(id);
+        }
+      } catch (...) {  // allocation failure: the wait ends at the next tick
+      }
+    }
+  };
+  enum : std::uint8_t { idle, registered, completed };
+
+  Channel* ch_;
+  std::coroutine_handle<> handle_;
+  std::uint64_t id_ = 0;
+  bool by_fd_ = false;
+  bool armed_ = false;
+  std::atomic<std::uint8_t> state_{idle};
+  std::optional<std::stop_callback<canceller>> on_stop_;
+};
+
+template <class Channel>
+task<recv_result<typename Channel::value_type>> async_recv_loop(Channel& ch) {
+  for (;;) {
+    auto r = ch.try_recv();
+    if (r.status() != channel_status::empty) co_return r;
+    const std::stop_token stop = co_await ptk::get_stop_token();
+    if (stop.stop_requested()) co_return channel_status::cancelled;
+    co_await recv_readiness<Channel>(ch);
+  }
+}
+
+}  // namespace ptk::detail
