@@ -265,7 +265,13 @@ void report_bytes(benchmark::State& state, std::size_t before, std::size_t after
   state.counters["metric"] = per_task;
 }
 
-ptk::task<void> sleeper_ptk(ptk::timer_queue& timers) { co_await ptk::sleep_for(timers, 1h); }
+// Woken by the scope's stop request at the end; the cancellation is expected.
+ptk::task<void> sleeper_ptk(ptk::timer_queue& timers) {
+  try {
+    co_await ptk::sleep_for(timers, 1h);
+  } catch (const ptk::operation_cancelled&) {
+  }
+}
 
 void BM_sleeping_1M_ptk(benchmark::State& state) {
   for (auto _ : state) {
@@ -281,7 +287,12 @@ void BM_sleeping_1M_ptk(benchmark::State& state) {
   }
 }
 
-ptk::task<void> sleeper_ptk_asio(asio::io_context& io) { co_await ptk::sleep_for(io, 1h); }
+ptk::task<void> sleeper_ptk_asio(asio::io_context& io) {
+  try {
+    co_await ptk::sleep_for(io, 1h);
+  } catch (const ptk::operation_cancelled&) {
+  }
+}
 
 // A ptk task sleeping on an asio::steady_timer (ptk/coro_asio.hpp).
 void BM_sleeping_1M_ptk_asio_timer(benchmark::State& state) {
