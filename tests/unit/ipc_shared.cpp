@@ -144,20 +144,20 @@ TEST_CASE("shared_array: elements, atomics and the lock across processes", "[ipc
   for (std::size_t k = 0; k < 2; ++k) {
     kids.push_back(fork_child([&, k] {
       auto a = ptk::shared_array<std::uint32_t>::open(name.str());
-      for (std::size_t i = k; i < 16; i += 2) a[i] = static_cast<std::uint32_t>(i * 10);  // one writer each
+      for (std::size_t i = k; i < 15; i += 2) a[i] = static_cast<std::uint32_t>(i * 10);  // one writer each
       for (int i = 0; i < 1000; ++i) a.atomic(15).fetch_add(1);
       return 0;
     }));
   }
   for (auto k : kids) CHECK(wait_exit_code(k) == 0);
   for (std::size_t i = 0; i < 15; ++i) CHECK(arr[i] == i * 10);
-  CHECK(arr[15] == 150 + 2000);
+  CHECK(arr[15] == 2000);
   const auto sum = arr.with_lock([](std::span<std::uint32_t> all) {
     std::uint32_t s = 0;
     for (auto v : all) s += v;
     return s;
   });
-  CHECK(sum == 1050 + 2150);
+  CHECK(sum == 1050 + 2000);
   CHECK_THROWS_AS(arr.atomic(16), std::out_of_range);
 }
 
