@@ -36,9 +36,13 @@
 #endif
 
 // The child function must not be instrumented: a sanitizer's bookkeeping would run
-// on the child's stack but write into the parent thread's shared state.
+// on the child's stack but write into the parent thread's shared state. (Clang 14
+// knows disable_sanitizer_instrumentation but still instruments for ASan and UBSan
+// under it, so the sanitizers are also named one by one.)
 #if defined(__clang__) && __has_attribute(disable_sanitizer_instrumentation)
-#define PTK_CHILD_CODE __attribute__((disable_sanitizer_instrumentation, noinline))
+#define PTK_CHILD_CODE                                                                             \
+  __attribute__((no_sanitize("address", "thread", "undefined"), disable_sanitizer_instrumentation, \
+                 noinline, no_stack_protector))
 #else
 #define PTK_CHILD_CODE \
   __attribute__((no_sanitize("address", "thread", "undefined"), noinline, no_stack_protector))
