@@ -100,6 +100,11 @@ concept asio_execution_context = std::is_convertible_v<C&, asio::execution_conte
 /// running until the coroutine has resumed: a coroutine queued on an io_context that
 /// is stopped or destroyed first is never resumed.
 ///
+/// Lifetimes: the coroutine may resume, and even finish, on the io_context before the
+/// thread that posted it has returned from asio::post. As with any cross-thread
+/// asio::post, destroy the threads that post (for example, a ptk::thread_pool, whose
+/// destructor joins its workers) before the io_context: declare the io_context first.
+///
 /// @code
 /// co_await ptk::schedule_on(io.get_executor());
 /// @endcode
@@ -604,10 +609,10 @@ struct asio_await_cancel {
 };
 
 /// asio::co_spawn needs a default-constructible result: an awaitable of another type
-/// runs inside this one, whose result is an optional.
+/// runs inside this one, which constructs the result right where the awaiter keeps it.
 template <class T, class E>
-asio::awaitable<std::optional<T>, E> asio_optional_result(asio::awaitable<T, E> a) {
-  co_return std::optional<T>(co_await std::move(a));
+asio::awaitable<void, E> asio_store_result(asio::awaitable<T, E> a, std::optional<T>* out) {
+  out->emplace(co_await std::move(a));
 }
 
 }  // namespace ptk::detail
@@ -699,22 +704,14 @@ class asio_await_awaitable {
  private:
   struct completion {
     asio_await_awaitable* self;
-    void operator()(std::exception_ptr e) const
-    requires std::is_void_v<T>
-    {
+    void operator()(std::exception_ptr e) const {
       self->error_ = std::move(e);
       finish();
     }
     template <class U>
     void operator()(std::exception_ptr e, U&& v) const {
       self->error_ = std::move(e);
-      if (!self->error_) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<U>, std::optional<T>>) {
-          self->value_.emplace(std::move(*v));  // through asio_optional_result
-        } else {
-          self->value_.emplace(std::forward<U>(v));
-        }
-      }
+      if (!self->error_) self->value_.emplace(std::forward<U>(v));
       finish();
     }
     void finish() const {
@@ -727,7 +724,7 @@ class asio_await_awaitable {
     if constexpr (std::is_void_v<T> || std::default_initializable<T>) {
       asio::co_spawn(ex, std::move(aw_), std::forward<Handler>(handler));
     } else {
-      asio::co_spawn(ex, detail::asio_optional_result(std::move(aw_)),
+      asio::co_spawn(ex, detail::asio_store_result(std::move(aw_), &value_),
                      std::forward<Handler>(handler));
     }
   }

@@ -153,8 +153,8 @@ TEST_CASE("await_asio with stop already requested does not start the asio awaita
 }
 
 TEST_CASE("an asio coroutine awaits a ptk task that runs on a thread_pool") {
+  asio::io_context io;  // declared first: outlives the pool threads that post to it
   ptk::thread_pool pool{2};
-  asio::io_context io;
   std::optional<int> got;
   bool resumed_on_io = false;
   asio::co_spawn(
@@ -170,8 +170,8 @@ TEST_CASE("an asio coroutine awaits a ptk task that runs on a thread_pool") {
 }
 
 TEST_CASE("a ptk task's exception is rethrown in the awaiting asio coroutine") {
-  ptk::thread_pool pool{1};
   asio::io_context io;
+  ptk::thread_pool pool{1};
   std::string what;
   asio::co_spawn(
       io,
@@ -206,8 +206,8 @@ TEST_CASE("async_run with a callback completes on the executor, never inline") {
 }
 
 TEST_CASE("async_run with use_future gives a value and an exception") {
-  ptk::thread_pool pool{2};
   io_threads io;
+  ptk::thread_pool pool{2};
   std::future<int> ok = ptk::async_run(io.io(), ptk_on_pool(pool, 1), asio::use_future);
   std::future<int> bad = ptk::async_run(io.io(), ptk_throws_on_pool(pool), asio::use_future);
   CHECK(ok.get() == 2);
@@ -215,9 +215,9 @@ TEST_CASE("async_run with use_future gives a value and an exception") {
 }
 
 TEST_CASE("an asio cancellation requests stop on the ptk task's stop token") {
+  asio::io_context io;
   ptk::thread_pool pool{2};
   ptk::timer_queue timers{pool};
-  asio::io_context io;
   asio::cancellation_signal cancel;
   std::atomic<bool> sleeping{false};
   bool cancelled = false;
@@ -305,8 +305,10 @@ TEST_CASE("when_any of a slow task and an asio sleep is a timeout that cancels t
 }
 
 TEST_CASE("schedule_on and pool.schedule move a task between an io_context and a pool") {
-  ptk::thread_pool pool{2};
+  // The io_context first: a pool worker may still be inside asio::post when the task
+  // it posted has already finished, so the pool must be gone before the io_context.
   io_threads io;
+  ptk::thread_pool pool{2};
   auto body = [](ptk::thread_pool& p, io_threads& t) -> ptk::task<std::vector<bool>> {
     std::vector<bool> seen;
     for (int i = 0; i < 3; ++i) {
@@ -321,8 +323,8 @@ TEST_CASE("schedule_on and pool.schedule move a task between an io_context and a
 }
 
 TEST_CASE("thousands of asio sleeps and hops on a two-thread io_context all complete") {
-  ptk::thread_pool pool{2};
   io_threads io(2);
+  ptk::thread_pool pool{2};
   std::stop_source never;
   std::atomic<int> done{0};
   auto one = [](ptk::thread_pool& p, io_threads& t, std::atomic<int>& n, int i) -> ptk::task<int> {
