@@ -189,7 +189,14 @@ inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
   c.counts[cls - 1] -= frame_batch;
   c.stats.cached_bytes -= bytes;
   frame_depot& d = the_frame_depot();
-  if (d.bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= frame_depot_limit) {
+#if defined(PTK_ASAN)
+  // LeakSanitizer does not follow the links inside poisoned cached frames, so under
+  // ASan every batch parked in the depot would be reported as leaked: free them.
+  constexpr bool use_depot = false;
+#else
+  constexpr bool use_depot = true;
+#endif
+  if (use_depot && d.bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= frame_depot_limit) {
     const std::lock_guard lock(d.mutex[cls - 1]);
 #if defined(PTK_ASAN)
     __asan_unpoison_memory_region(batch, sizeof(frame_block));
@@ -201,7 +208,7 @@ inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
     d.batches[cls - 1] = batch;
     return;
   }
-  d.bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  if (use_depot) d.bytes.fetch_sub(bytes, std::memory_order_relaxed);
   c.stats.released += frame_batch;
   while (batch != nullptr) {
     frame_block* b = batch;
