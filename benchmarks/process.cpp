@@ -194,6 +194,27 @@ void BM_spawn_many(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * per_iteration);
 }
 
+// The floor for the same: raw posix_spawn + waitpid from two threads.
+void BM_spawn_many_posix_spawn(benchmark::State& state) {
+  constexpr int per_iteration = 100;
+  char* argv[] = {const_cast<char*>(true_path), nullptr};
+  for (auto _ : state) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < per_iteration / 2; ++i) {
+          pid_t pid = 0;
+          if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) continue;
+          int st = 0;
+          ::waitpid(pid, &st, 0);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  state.SetItemsProcessed(state.iterations() * per_iteration);
+}
+
 }  // namespace
 
 BENCHMARK(BM_spawn_high_nofile)
@@ -214,6 +235,10 @@ BENCHMARK(BM_capture_raw_pipe)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_spawn_many<2>)
     ->Name("BM_spawn_100/ptk_2_threads")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spawn_many_posix_spawn)
+    ->Name("BM_spawn_100/posix_spawn_2_threads")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_spawn_many<1>)
