@@ -8,8 +8,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -17,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -226,6 +231,45 @@ TEST_CASE("threads spawning at once each get their own working directory, enviro
   CHECK(right.load() == threads * rounds);
   CHECK(ptk::test::open_fd_count() == fds);
   CHECK(zombie_children() == 0);
+}
+
+#if PTK_HAVE_CLONE_SPAWN
+namespace {
+// Makes clone3 fail with ENOSYS in this process from now on, as Docker's default
+// seccomp profile does.
+bool refuse_clone3() {
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 435 /* clone3 */, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+}  // namespace
+#endif
+
+TEST_CASE("where clone3 is refused, spawn falls back to posix_spawn at run time") {
+#if PTK_HAVE_CLONE_SPAWN
+  const auto outcome = ptk::test::in_forked_child([] {
+    if (!refuse_clone3()) ::_exit(10);
+    try {
+      if (!ptk::spawn(ptk::command{"true"}).wait().success()) ::_exit(11);
+      if (clone_backend()) ::_exit(12);  // it must have switched
+      (void)ptk::spawn(ptk::command{"true"}.parent_death_signal(SIGKILL));
+      ::_exit(13);  // the fallback cannot set a parent-death signal: must throw
+    } catch (const std::system_error& e) {
+      ::_exit(e.code() == std::errc::function_not_supported ? 0 : 14);
+    }
+  });
+  REQUIRE(WIFEXITED(outcome.status));
+  CHECK(WEXITSTATUS(outcome.status) == 0);
+#endif
 }
 
 TEST_CASE("the clone3 backend is the default on x86-64 with a recent kernel") {
