@@ -16,6 +16,7 @@
 #include <ptk/ipc/channel.hpp>
 
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -281,17 +282,19 @@ struct stop_waker {
 template <class Ready, class Lost>
 channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
                                 std::optional<std::chrono::steady_clock::time_point> deadline,
-                                std::stop_token stop) {
-  for (int i = 0; i < spin_rounds; ++i) {
+                                std::stop_token stop, int spin = spin_rounds) {
+  for (int i = 0; i < spin; ++i) {
     if (ready()) return channel_status::ok;
     cpu_relax();
   }
   std::optional<std::stop_callback<stop_waker>> on_stop;
   if (stop.stop_possible()) on_stop.emplace(stop, stop_waker{&flag});
+  // The peer is probed (a system call) only once per liveness period of silence.
+  bool probe = true;
   for (;;) {
     if (ready()) return channel_status::ok;
     if (stop.stop_requested()) return channel_status::cancelled;
-    if (lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
+    if (probe && lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
     const auto now = std::chrono::steady_clock::now();
     if (deadline && now >= *deadline) return channel_status::timeout;
     flag.store(1, std::memory_order_relaxed);
@@ -302,7 +305,7 @@ channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
     }
     auto until = now + liveness_period;
     if (deadline && *deadline < until) until = *deadline;
-    futex_wait_until(flag, 1, until);
+    probe = futex_wait_until(flag, 1, until) == futex_status::timed_out;
   }
 }
 
@@ -318,14 +321,40 @@ struct shm_lock {
   std::atomic<std::uint32_t> sleepers;
 };
 
-inline std::uint32_t this_tid() noexcept {
-  static thread_local const auto tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-  return tid;
+// getpid() and gettid() are system calls (glibc caches neither), and the lock below
+// needs both on every acquisition: cache them per thread. A forked child's only
+// thread is the one that called fork(), so the atfork handler resets its cache.
+struct id_cache {
+  std::uint32_t pid = 0;
+  std::uint32_t tid = 0;
+};
+inline thread_local id_cache tls_ids{};
+
+inline void reset_id_cache() noexcept { tls_ids = {}; }
+
+inline const id_cache& this_ids() noexcept {
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, &reset_id_cache) == 0;
+  (void)registered;
+  if (tls_ids.pid == 0) {
+    tls_ids.pid = static_cast<std::uint32_t>(::getpid());
+    tls_ids.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+  }
+  return tls_ids;
 }
 
-/// Wakes every sleeper counted in `sleepers` by bumping `seq`.
+inline std::uint32_t this_tid() noexcept { return this_ids().tid; }
+
+/// Wakes every sleeper announced in `sleepers` by bumping `seq`.
+///
+/// A sleeper adds 1 to `sleepers`, fences, reads `seq`, re-checks its condition and
+/// sleeps on `seq`; it never takes its 1 back. The waker that finds a non-zero count
+/// takes it all (exchange to 0) and makes the one wake-up call for everyone, so a
+/// burst of publishes while a sleeper is being scheduled costs one system call, not
+/// one each. A stale count (a sleeper that found its condition true after all) costs
+/// at most one spare wake-up.
 inline void notify_all_sleepers(futex_word& seq, std::atomic<std::uint32_t>& sleepers) noexcept {
-  if (sleepers.load(std::memory_order_relaxed) != 0) {
+  if (sleepers.load(std::memory_order_relaxed) != 0 &&
+      sleepers.exchange(0, std::memory_order_acq_rel) != 0) {
     seq.fetch_add(1, std::memory_order_seq_cst);
     futex_wake_all(seq);
   }
@@ -335,7 +364,8 @@ inline void notify_all_sleepers(futex_word& seq, std::atomic<std::uint32_t>& sle
 /// liveness period to see whether the owner died. `describe()` names the segment.
 template <class Describe>
 void lock_shm(shm_lock& l, Describe&& describe) {
-  const std::uint64_t me = (static_cast<std::uint64_t>(::getpid()) << 32) | this_tid();
+  const id_cache& ids = this_ids();
+  const std::uint64_t me = (static_cast<std::uint64_t>(ids.pid) << 32) | ids.tid;
   peer_watch owner_watch;
   for (unsigned i = 0;; ++i) {
     std::uint64_t cur = 0;
@@ -347,12 +377,11 @@ void lock_shm(shm_lock& l, Describe&& describe) {
       ::sched_yield();
     } else {
       l.sleepers.fetch_add(1, std::memory_order_seq_cst);
-      asymmetric_fence::heavy_side();
+      seq_cst_fence();
       const std::uint32_t s = l.seq.load(std::memory_order_acquire);
       if (l.owner.load(std::memory_order_acquire) == cur) {
         futex_wait_until(l.seq, s, std::chrono::steady_clock::now() + liveness_period);
       }
-      l.sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (l.owner.load(std::memory_order_acquire) == cur &&
           owner_watch.lost(static_cast<std::int32_t>(cur >> 32), describe())) {
         // The owner died inside the lock; the data is consistent by contract.
@@ -365,7 +394,7 @@ void lock_shm(shm_lock& l, Describe&& describe) {
 /// Releases `l`.
 inline void unlock_shm(shm_lock& l) noexcept {
   l.owner.store(0, std::memory_order_release);
-  asymmetric_fence::light_side();
+  seq_cst_fence();
   notify_all_sleepers(l.seq, l.sleepers);
 }
 

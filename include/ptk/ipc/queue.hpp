@@ -65,6 +65,10 @@ static_assert(sizeof(queue_control) % 64 == 0, "slots start on a cache line");
 /// @brief A bounded MPMC queue of T in shared memory: any number of threads and
 ///        processes send and receive.
 ///
+/// Many parties sleep and wake here often, so the "is anyone asleep" handshake uses
+/// a plain fence on both sides (a membarrier per sleep, as the rings use, costs
+/// inter-processor interrupts that add up under contention).
+///
 /// Create it by name (create/open), anonymously to hand to children (anonymous,
 /// from_fd), or in-process with the constructor. Waiting spins briefly and then
 /// sleeps on a shared futex; nobody makes a system call while nobody sleeps.
@@ -120,7 +124,7 @@ class queue {
   queue(queue&& o) noexcept
       : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), slots_(o.slots_), cap_(o.cap_),
         slot_size_(o.slot_size_), max_message_(o.max_message_), sent_(o.sent_.load()),
-        received_(o.received_.load()) {}
+        received_(o.received_.load()), spin_(o.spin_) {}
   queue(const queue&) = delete;
   queue& operator=(const queue&) = delete;
   queue& operator=(queue&&) = delete;
@@ -184,6 +188,11 @@ class queue {
   }
   /// @return whether the queue was closed.
   [[nodiscard]] bool closed() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
+  /// Sets how many times a waiting call of this handle polls before it sleeps in
+  /// the kernel (default 500, a few microseconds; 0 sleeps at once, which saves CPU
+  /// when the other side is slow to answer).
+  /// @param rounds polls before sleeping.
+  void set_spin(int rounds) noexcept { spin_ = rounds < 0 ? 0 : rounds; }
   /// @return how many messages it holds at most.
   [[nodiscard]] std::size_t capacity() const noexcept { return static_cast<std::size_t>(cap_); }
   /// @return the largest message in encoded bytes.
@@ -206,7 +215,7 @@ class queue {
   bool arm_recv(detail::recv_wait& w) {
     join(ctl_->receivers, received_);
     ctl_->not_empty_sleepers.fetch_add(1, std::memory_order_seq_cst);
-    detail::asymmetric_fence::heavy_side();
+    detail::seq_cst_fence();
     const std::uint32_t s = ctl_->not_empty_seq.load(std::memory_order_acquire);
     if (ctl_->tail.load(std::memory_order_acquire) != ctl_->head.load(std::memory_order_acquire) ||
         closed_now()) {
@@ -217,7 +226,7 @@ class queue {
     w.expected = s;
     return true;
   }
-  void disarm_recv() noexcept { ctl_->not_empty_sleepers.fetch_sub(1, std::memory_order_relaxed); }
+  void disarm_recv() noexcept {}  // see detail::notify_all_sleepers: counts are never taken back
 
   // try_recv on an empty queue checks for lost senders at most once per liveness
   // period (it costs a system call per sender).
@@ -266,7 +275,6 @@ class queue {
   }
 
   queue(shared_memory seg, geometry_t g, bool fresh) : seg_(std::move(seg)) {
-    detail::asymmetric_fence::prepare();
     ctl_ = reinterpret_cast<detail::queue_control*>(seg_.data());
     if (fresh) {
       detail::publish_header(ctl_->header, expected(g, seg_.size()));
@@ -378,7 +386,7 @@ class queue {
       codec<T>::encode(v, std::span<std::byte>(s + length_prefix, n));
       ctl_->tail.store(t + 1, std::memory_order_release);  // the commit point
     }
-    detail::asymmetric_fence::light_side();
+    detail::seq_cst_fence();
     detail::notify_all_sleepers(ctl_->not_empty_seq, ctl_->not_empty_sleepers);
     return true;
   }
@@ -407,7 +415,7 @@ class queue {
       } c{this, h + 1};
       out.emplace(codec<T>::decode(std::span<const std::byte>(s + length_prefix, static_cast<std::size_t>(len))));
     }
-    detail::asymmetric_fence::light_side();
+    detail::seq_cst_fence();
     detail::notify_all_sleepers(ctl_->not_full_seq, ctl_->not_full_sleepers);
     return out;
   }
@@ -422,27 +430,28 @@ class queue {
         detail::futex_wake_all(*seq);
       }
     };
-    for (int i = 0; i < detail::spin_rounds / 4; ++i) {
+    for (int i = 0; i < spin_; ++i) {
       if (ready()) return channel_status::ok;
       detail::cpu_relax();
     }
     std::optional<std::stop_callback<waker>> on_stop;
     if (stop.stop_possible()) on_stop.emplace(stop, waker{&seq});
+    bool probe = false;  // peers are probed after each liveness period of silence
     for (;;) {
       if (ready()) return channel_status::ok;
       if (stop.stop_requested()) return channel_status::cancelled;
-      if (lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
+      if (probe && lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
       const auto now = std::chrono::steady_clock::now();
       if (deadline && now >= *deadline) return channel_status::timeout;
       sleepers.fetch_add(1, std::memory_order_seq_cst);
-      detail::asymmetric_fence::heavy_side();
+      detail::seq_cst_fence();
       const std::uint32_t s = seq.load(std::memory_order_acquire);
+      probe = false;
       if (!ready() && !stop.stop_requested()) {
         auto until = now + detail::liveness_period;
         if (deadline && *deadline < until) until = *deadline;
-        detail::futex_wait_until(seq, s, until);
+        probe = detail::futex_wait_until(seq, s, until) == detail::futex_status::timed_out;
       }
-      sleepers.fetch_sub(1, std::memory_order_relaxed);
     }
   }
 
@@ -500,6 +509,7 @@ class queue {
   std::uint64_t slot_size_ = 0;
   std::size_t max_message_ = 0;
   std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
+  int spin_ = detail::spin_rounds / 4;
   std::atomic<bool> sent_{false};      // this process joined the senders' table
   std::atomic<bool> received_{false};  // ... the receivers' table
 };

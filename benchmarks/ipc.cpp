@@ -1,0 +1,452 @@
+// IPC: ptk's channels next to the queues and raw mechanisms users compare them with.
+//
+// In-process SPSC throughput against moodycamel::ReaderWriterQueue and
+// boost::lockfree::spsc_queue; cross-process round trips against a raw shared-memory
+// spin ping-pong and a raw futex ping-pong (the floors); bandwidth against a
+// socketpair and memcpy; the MPMC queue against Boost.Interprocess message_queue;
+// the typed pipe against a raw pipe. Peer processes are forked children that only
+// run the loop shown (no test framework, no allocation beyond the channel's).
+#include <ptk/detail/atomic.hpp>
+#include <ptk/detail/futex.hpp>
+#include <ptk/ipc.hpp>
+
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#if PTK_BENCH_HAVE_MOODYCAMEL
+#include <readerwriterqueue/readerwriterqueue.h>
+#endif
+#if PTK_BENCH_HAVE_BOOST
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/lockfree/spsc_queue.hpp>
+#endif
+
+#include "compare.hpp"
+
+namespace {
+
+using ptk::channel_status;
+
+template <class F>
+pid_t fork_peer(F body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    ::_exit(0);
+  }
+  return pid;
+}
+
+void reap(pid_t pid) { ::waitpid(pid, nullptr, 0); }
+
+// ---- in-process SPSC throughput, 8-byte items ------------------------------------
+
+constexpr std::uint64_t spsc_items = 1 << 20;
+
+template <class Push, class Pop>
+void spsc_run(benchmark::State& state, Push push, Pop pop) {
+  for (auto _ : state) {
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < spsc_items;) {
+        if (push(i)) {
+          ++i;
+        } else {
+          ptk::detail::cpu_relax();
+        }
+      }
+    });
+    std::uint64_t sum = 0;
+    for (std::uint64_t got = 0; got < spsc_items;) {
+      std::uint64_t v;
+      if (pop(v)) {
+        sum += v;
+        ++got;
+      } else {
+        ptk::detail::cpu_relax();
+      }
+    }
+    producer.join();
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(spsc_items));
+}
+
+void BM_spsc_ptk(benchmark::State& state) {
+  auto ring = ptk::shm_ring<std::uint64_t>::anonymous(4096);
+  spsc_run(
+      state, [&](std::uint64_t v) { return ring.try_send(v) == channel_status::ok; },
+      [&](std::uint64_t& v) {
+        auto r = ring.try_recv();
+        if (!r) return false;
+        v = *r;
+        return true;
+      });
+}
+
+#if PTK_BENCH_HAVE_MOODYCAMEL
+void BM_spsc_moodycamel(benchmark::State& state) {
+  moodycamel::ReaderWriterQueue<std::uint64_t> q(4096);
+  spsc_run(
+      state, [&](std::uint64_t v) { return q.try_enqueue(v); }, [&](std::uint64_t& v) { return q.try_dequeue(v); });
+}
+#endif
+
+#if PTK_BENCH_HAVE_BOOST
+void BM_spsc_boost(benchmark::State& state) {
+  auto q = std::make_unique<boost::lockfree::spsc_queue<std::uint64_t, boost::lockfree::capacity<4096>>>();
+  spsc_run(
+      state, [&](std::uint64_t v) { return q->push(v); }, [&](std::uint64_t& v) { return q->pop(v); });
+}
+#endif
+
+// ---- cross-process round trips -----------------------------------------------------
+
+constexpr std::uint64_t stop_word = ~std::uint64_t{0};
+
+void ring_roundtrip(benchmark::State& state, int spin) {
+  auto ping = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  auto pong = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  const pid_t child = fork_peer([&] {
+    ping.set_spin(spin);
+    pong.set_spin(spin);
+    for (;;) {
+      auto v = ping.recv();
+      if (!v || *v == stop_word) return;
+      pong.send(*v);
+    }
+  });
+  ping.set_spin(spin);
+  pong.set_spin(spin);
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    ping.send(++i);
+    auto r = pong.recv();
+    if (!r || *r != i) state.SkipWithError("lost a message");
+  }
+  ping.send(stop_word);
+  reap(child);
+}
+
+void BM_roundtrip_ptk(benchmark::State& state) { ring_roundtrip(state, ptk::detail::spin_rounds); }
+void BM_roundtrip_sleep_ptk(benchmark::State& state) { ring_roundtrip(state, 0); }
+
+struct alignas(64) shared_words {
+  alignas(64) std::atomic<std::uint64_t> ping;
+  alignas(64) std::atomic<std::uint64_t> pong;
+  alignas(64) ptk::detail::futex_word fping;
+  alignas(64) ptk::detail::futex_word fpong;
+};
+
+shared_words* map_words() {
+  void* p = ::mmap(nullptr, sizeof(shared_words), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return new (p) shared_words{};
+}
+
+void BM_roundtrip_raw_spin(benchmark::State& state) {
+  shared_words* w = map_words();
+  const pid_t child = fork_peer([&] {
+    std::uint64_t seen = 0;
+    for (;;) {
+      std::uint64_t v;
+      while ((v = w->ping.load(std::memory_order_acquire)) == seen) ptk::detail::cpu_relax();
+      if (v == stop_word) return;
+      seen = v;
+      w->pong.store(v, std::memory_order_release);
+    }
+  });
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    w->ping.store(++i, std::memory_order_release);
+    while (w->pong.load(std::memory_order_acquire) != i) ptk::detail::cpu_relax();
+  }
+  w->ping.store(stop_word, std::memory_order_release);
+  reap(child);
+  ::munmap(w, sizeof *w);
+}
+
+void BM_roundtrip_raw_futex(benchmark::State& state) {
+  shared_words* w = map_words();
+  const pid_t child = fork_peer([&] {
+    std::uint32_t seen = 0;
+    for (;;) {
+      std::uint32_t v;
+      while ((v = w->fping.load(std::memory_order_acquire)) == seen) ptk::detail::futex_wait(w->fping, seen);
+      if (v == 0xffffffffU) return;
+      seen = v;
+      w->fpong.store(v, std::memory_order_release);
+      ptk::detail::futex_wake(w->fpong);
+    }
+  });
+  std::uint32_t i = 0;
+  for (auto _ : state) {
+    w->fping.store(++i, std::memory_order_release);
+    ptk::detail::futex_wake(w->fping);
+    std::uint32_t v;
+    while ((v = w->fpong.load(std::memory_order_acquire)) != i) ptk::detail::futex_wait(w->fpong, v);
+  }
+  w->fping.store(0xffffffffU, std::memory_order_release);
+  ptk::detail::futex_wake(w->fping);
+  reap(child);
+  ::munmap(w, sizeof *w);
+}
+
+// ---- bandwidth, 4 KiB messages across processes ------------------------------------
+
+using page = std::array<std::byte, 4096>;
+
+void BM_bandwidth_4k_ptk(benchmark::State& state) {
+  auto ring = ptk::shm_ring<page>::anonymous(256);
+  const pid_t child = fork_peer([&] {
+    page p{};
+    for (std::uint64_t i = 0;; ++i) {
+      std::memcpy(p.data(), &i, sizeof i);
+      if (ring.send(p) != channel_status::ok) return;
+    }
+  });
+  for (auto _ : state) {
+    auto r = ring.recv();
+    benchmark::DoNotOptimize(r);
+  }
+  ring.close();
+  reap(child);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(sizeof(page)));
+}
+
+void BM_bandwidth_4k_socketpair(benchmark::State& state) {
+  int sv[2];
+  ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+  const pid_t child = fork_peer([&] {
+    ::close(sv[0]);
+    page p{};
+    for (std::uint64_t i = 0;; ++i) {
+      std::memcpy(p.data(), &i, sizeof i);
+      std::size_t off = 0;
+      while (off < p.size()) {
+        const ssize_t w = ::send(sv[1], p.data() + off, p.size() - off, MSG_NOSIGNAL);
+        if (w <= 0) return;
+        off += static_cast<std::size_t>(w);
+      }
+    }
+  });
+  ::close(sv[1]);
+  page p;
+  for (auto _ : state) {
+    std::size_t off = 0;
+    while (off < p.size()) {
+      const ssize_t r = ::read(sv[0], p.data() + off, p.size() - off);
+      if (r <= 0) break;
+      off += static_cast<std::size_t>(r);
+    }
+    benchmark::DoNotOptimize(p);
+  }
+  ::close(sv[0]);
+  reap(child);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(sizeof(page)));
+}
+
+// ---- bandwidth, 1 MiB messages through the loan API --------------------------------
+
+constexpr std::size_t mib = std::size_t{1} << 20;
+
+void BM_bandwidth_1m_ptk_loan(benchmark::State& state) {
+  auto ring = ptk::shm_ring<std::vector<std::byte>>::anonymous(8 * mib);
+  std::vector<std::byte> src(mib, std::byte{1}), dst(mib);
+  const pid_t child = fork_peer([&] {
+    for (;;) {
+      auto slot = ring.prepare(mib);
+      if (!slot) return;
+      std::memcpy(slot.bytes().data(), src.data(), mib);
+      slot.commit();
+    }
+  });
+  for (auto _ : state) {
+    auto v = ring.peek();
+    std::memcpy(dst.data(), v.bytes().data(), v.bytes().size());
+    benchmark::DoNotOptimize(dst.data());
+  }
+  ring.close();
+  reap(child);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(mib));
+}
+
+void BM_bandwidth_1m_memcpy(benchmark::State& state) {
+  std::vector<std::byte> src(mib, std::byte{1}), dst(mib);
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), mib);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(mib));
+}
+
+// ---- MPMC: 2 producer and 2 consumer processes, 64-byte messages -------------------
+
+using msg64 = std::array<char, 64>;
+constexpr int mpmc_messages = 100000;
+
+void BM_mpmc_ptk(benchmark::State& state) {
+  for (auto _ : state) {
+    auto q = ptk::queue<msg64>::anonymous(1024);
+    std::vector<pid_t> producers, consumers;
+    for (int p = 0; p < 2; ++p) {
+      producers.push_back(fork_peer([&] {
+        msg64 m{};
+        for (int i = 0; i < mpmc_messages / 2; ++i) {
+          m[0] = static_cast<char>(i);
+          q.send(m);
+        }
+      }));
+    }
+    for (int c = 0; c < 2; ++c) {
+      consumers.push_back(fork_peer([&] {
+        while (auto m = q.recv()) benchmark::DoNotOptimize(m);
+      }));
+    }
+    for (auto p : producers) reap(p);
+    q.close();
+    for (auto c : consumers) reap(c);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * mpmc_messages);
+}
+
+#if PTK_BENCH_HAVE_BOOST
+void BM_mpmc_boost_interprocess(benchmark::State& state) {
+  namespace bip = boost::interprocess;
+  const std::string name = "ptk-bench-mq-" + std::to_string(::getpid());
+  for (auto _ : state) {
+    bip::message_queue::remove(name.c_str());
+    bip::message_queue q(bip::create_only, name.c_str(), 1024, sizeof(msg64));
+    std::vector<pid_t> producers, consumers;
+    for (int p = 0; p < 2; ++p) {
+      producers.push_back(fork_peer([&] {
+        msg64 m{};
+        for (int i = 0; i < mpmc_messages / 2; ++i) {
+          m[0] = static_cast<char>(i);
+          q.send(m.data(), m.size(), 0);
+        }
+      }));
+    }
+    for (int c = 0; c < 2; ++c) {
+      consumers.push_back(fork_peer([&] {
+        msg64 m{};
+        bip::message_queue::size_type got = 0;
+        unsigned prio = 0;
+        for (;;) {
+          q.receive(m.data(), m.size(), got, prio);
+          if (m[1] == 'S') return;  // the parent's "stop" message, after all the others
+        }
+      }));
+    }
+    for (auto p : producers) reap(p);
+    msg64 stop{};
+    stop[1] = 'S';
+    q.send(stop.data(), stop.size(), 0);  // same priority: behind every queued message
+    q.send(stop.data(), stop.size(), 0);
+    for (auto c : consumers) reap(c);
+  }
+  bip::message_queue::remove(name.c_str());
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * mpmc_messages);
+}
+#endif
+
+// ---- typed pipe round trip ---------------------------------------------------------
+
+void BM_pipe_roundtrip_ptk(benchmark::State& state) {
+  auto [a, b] = ptk::pipe<std::uint64_t>::create();
+  const pid_t child = fork_peer([&b = b] {
+    while (auto v = b.recv()) {
+      if (*v == stop_word) return;
+      b.send(*v);
+    }
+  });
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    a.send(++i);
+    auto r = a.recv();
+    if (!r || *r != i) state.SkipWithError("lost a message");
+  }
+  a.send(stop_word);
+  reap(child);
+}
+
+void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) {
+  int to[2], from[2];
+  ::pipe2(to, O_CLOEXEC);
+  ::pipe2(from, O_CLOEXEC);
+  const pid_t child = fork_peer([&] {
+    std::uint64_t v;
+    while (::read(to[0], &v, sizeof v) == sizeof v && v != stop_word) {
+      if (::write(from[1], &v, sizeof v) != sizeof v) return;
+    }
+  });
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    ++i;
+    std::uint64_t v = 0;
+    if (::write(to[1], &i, sizeof i) != sizeof i || ::read(from[0], &v, sizeof v) != sizeof v || v != i) {
+      state.SkipWithError("raw pipe failed");
+    }
+  }
+  const std::uint64_t stop = stop_word;
+  (void)!::write(to[1], &stop, sizeof stop);
+  reap(child);
+  for (int fd : {to[0], to[1], from[0], from[1]}) ::close(fd);
+}
+
+}  // namespace
+
+BENCHMARK(BM_spsc_ptk)->Name("BM_spsc_8B_items/ptk_shm_ring")->UseRealTime()->Unit(benchmark::kMillisecond);
+#if PTK_BENCH_HAVE_MOODYCAMEL
+BENCHMARK(BM_spsc_moodycamel)
+    ->Name("BM_spsc_8B_items/moodycamel_rwq")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
+#if PTK_BENCH_HAVE_BOOST
+BENCHMARK(BM_spsc_boost)->Name("BM_spsc_8B_items/boost_spsc_queue")->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+BENCHMARK(BM_roundtrip_ptk)->Name("BM_xproc_roundtrip/ptk_shm_ring")->UseRealTime();
+BENCHMARK(BM_roundtrip_raw_spin)->Name("BM_xproc_roundtrip/raw_shm_spin")->UseRealTime();
+BENCHMARK(BM_roundtrip_sleep_ptk)
+    ->Name("BM_xproc_roundtrip_sleeping/ptk_shm_ring_no_spin")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_roundtrip_raw_futex)
+    ->Name("BM_xproc_roundtrip_sleeping/raw_futex")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_bandwidth_4k_ptk)->Name("BM_xproc_4KiB_messages/ptk_shm_ring")->UseRealTime();
+BENCHMARK(BM_bandwidth_4k_socketpair)->Name("BM_xproc_4KiB_messages/socketpair")->UseRealTime();
+BENCHMARK(BM_bandwidth_1m_ptk_loan)
+    ->Name("BM_1MiB_messages/ptk_shm_ring_loan_xproc")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_bandwidth_1m_memcpy)
+    ->Name("BM_1MiB_messages/memcpy_one_thread")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_mpmc_ptk)->Name("BM_mpmc_2x2_procs_64B/ptk_queue")->UseRealTime()->Unit(benchmark::kMillisecond);
+#if PTK_BENCH_HAVE_BOOST
+BENCHMARK(BM_mpmc_boost_interprocess)
+    ->Name("BM_mpmc_2x2_procs_64B/boost_message_queue")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
+BENCHMARK(BM_pipe_roundtrip_ptk)->Name("BM_pipe_roundtrip/ptk_pipe")->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_pipe_roundtrip_raw_pipe)
+    ->Name("BM_pipe_roundtrip/raw_pipe")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+PTK_BENCHMARK_MAIN()
