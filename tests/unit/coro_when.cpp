@@ -19,6 +19,8 @@
 
 namespace {
 
+ptk::task<int> ready_one() { co_return 1; }
+
 ptk::task<int> on_pool(ptk::thread_pool& pool, int v) {
   co_await pool.schedule();
   co_return v;
@@ -183,4 +185,37 @@ TEST_CASE("a stop request on the awaiter of when_any reaches its children") {
   CHECK(std::visit([](int v) { return v; }, r) == -1);
   CHECK(saw[0].load());
   CHECK(saw[1].load());
+}
+
+TEST_CASE("when_all over a vector of tasks waits for all, then rethrows the first failure") {
+  ptk::thread_pool pool{2};
+  std::atomic<int> finished{0};
+  auto child = [](ptk::thread_pool& p, std::atomic<int>& n, int i) -> ptk::task<int> {
+    co_await p.schedule();
+    n.fetch_add(1);
+    if (i == 3) throw std::runtime_error("child 3");
+    co_return i;
+  };
+  std::vector<ptk::task<int>> tasks;
+  for (int i = 0; i < 8; ++i) tasks.push_back(child(pool, finished, i));
+  CHECK_THROWS_WITH(ptk::sync_wait(ptk::when_all(std::move(tasks))), "child 3");
+  CHECK(finished.load() == 8);
+}
+
+TEST_CASE("when_all over a vector of void tasks gives monostates, children inherit the stop token") {
+  std::stop_source stop;
+  auto child = []() -> ptk::task<void> {
+    const std::stop_token t = co_await ptk::get_stop_token();
+    if (!t.stop_possible()) throw std::logic_error("no stop token");
+  };
+  std::vector<ptk::task<void>> tasks;
+  for (int i = 0; i < 3; ++i) tasks.push_back(child());
+  CHECK(ptk::sync_wait(ptk::when_all(std::move(tasks)), stop.get_token()).size() == 3);
+}
+
+TEST_CASE("when_all over a vector holding an empty task throws logic_error") {
+  std::vector<ptk::task<int>> tasks;
+  tasks.push_back(ready_one());
+  tasks.emplace_back();
+  CHECK_THROWS_AS(ptk::sync_wait(ptk::when_all(std::move(tasks))), std::logic_error);
 }

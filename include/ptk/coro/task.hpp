@@ -39,6 +39,9 @@
 
 namespace ptk {
 
+template <class T>
+class task;
+
 /// @brief Counters of the calling thread's coroutine frame allocator.
 ///
 /// Every ptk coroutine frame (ptk::task, ptk::generator, the helpers of
@@ -172,7 +175,7 @@ inline bool frame_refill(frame_cache& c, std::size_t cls) {
 
 // Moves the oldest frame_batch frames of a full class to the depot, or to the heap
 // when the depot is full.
-inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
+[[gnu::noinline]] inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
   const std::size_t bytes = frame_batch * cls * frame_granule;
   // The batch is the list's first frame_batch frames: cut it after the last of them.
   frame_block* batch = c.heads[cls - 1];
@@ -217,25 +220,15 @@ inline void frame_spill(frame_cache& c, std::size_t cls) noexcept {
   }
 }
 
-/// Allocates a coroutine frame of `n` bytes from the calling thread's cache.
-inline void* frame_allocate(std::size_t n) {
-  frame_cache& c = tls_frame_cache;
-  ++c.stats.allocations;
-  const std::size_t cls = (n + frame_granule - 1) / frame_granule;
+// The slow half of frame_allocate: thread exiting, oversized, or an empty class.
+[[gnu::noinline]] inline void* frame_allocate_slow(frame_cache& c, std::size_t n,
+                                                   std::size_t cls) {
   if (cls > frame_classes || c.dead) {
     ++c.stats.oversize;
     return ::operator new(n);
   }
-  if (frame_block* b = c.hot[cls - 1]) {
-#if defined(PTK_ASAN)
-    __asan_unpoison_memory_region(b, cls * frame_granule);
-#endif
-    c.hot[cls - 1] = nullptr;
-    ++c.stats.hits;
-    return b;
-  }
-  if (c.heads[cls - 1] == nullptr && !c.reaper_armed) arm_frame_cache_reaper();  // frees a refill
-  if (c.heads[cls - 1] != nullptr || frame_refill(c, cls)) {
+  if (!c.reaper_armed) arm_frame_cache_reaper();  // it frees what a refill brings
+  if (frame_refill(c, cls)) {
     frame_block* b = c.heads[cls - 1];
     c.heads[cls - 1] = frame_next(b);
 #if defined(PTK_ASAN)
@@ -248,6 +241,35 @@ inline void* frame_allocate(std::size_t n) {
   }
   ++c.stats.misses;
   return ::operator new(cls* frame_granule);
+}
+
+/// Allocates a coroutine frame of `n` bytes from the calling thread's cache.
+inline void* frame_allocate(std::size_t n) {
+  frame_cache& c = tls_frame_cache;
+  ++c.stats.allocations;
+  const std::size_t cls = (n + frame_granule - 1) / frame_granule;
+  if (cls <= frame_classes) [[likely]] {
+    // (A dead thread's cache is empty: these find nothing.)
+    if (frame_block* b = c.hot[cls - 1]) {
+#if defined(PTK_ASAN)
+      __asan_unpoison_memory_region(b, cls * frame_granule);
+#endif
+      c.hot[cls - 1] = nullptr;
+      ++c.stats.hits;
+      return b;
+    }
+    if (frame_block* b = c.heads[cls - 1]) {
+      c.heads[cls - 1] = frame_next(b);
+#if defined(PTK_ASAN)
+      __asan_unpoison_memory_region(b, cls * frame_granule);
+#endif
+      --c.counts[cls - 1];
+      c.stats.cached_bytes -= cls * frame_granule;
+      ++c.stats.hits;
+      return b;
+    }
+  }
+  return frame_allocate_slow(c, n, cls);
 }
 
 /// Frees a frame of `n` bytes (the size frame_allocate was given) into the calling
@@ -331,12 +353,31 @@ const std::stop_token* stop_token_of(std::coroutine_handle<P> h) noexcept {
   }
 }
 
-/// Transfers to the continuation when a ptk::task finishes.
+/// Where a ptk::task started directly by a group (ptk::when_all over a vector of
+/// tasks) reports its end, instead of resuming an awaiter: it saves the group a
+/// wrapper coroutine (a frame and a resumption) per child.
+class task_group_sink {
+ public:
+  /// The task behind `p` finished; returns what to resume next.
+  virtual std::coroutine_handle<> child_done(promise_base& p) noexcept = 0;
+
+ protected:
+  task_group_sink() = default;
+  task_group_sink(const task_group_sink&) = default;
+  task_group_sink& operator=(const task_group_sink&) = default;
+  ~task_group_sink() = default;
+};
+
+/// Transfers to the continuation (or reports to the group) when a ptk::task finishes.
 struct final_transfer {
   bool await_ready() const noexcept { return false; }
   template <class P>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
-    return h.promise().continuation_;
+    P& p = h.promise();
+    if (p.group_ != nullptr) [[unlikely]] {
+      return p.group_->child_done(p);
+    }
+    return p.continuation_;
   }
   void await_resume() const noexcept {}
 };
@@ -392,6 +433,9 @@ using await_result_t = decltype(get_awaiter(std::declval<A>()).await_resume());
 
 template <class T>
 class task_promise;
+
+template <class T>
+std::coroutine_handle<task_promise<T>> task_handle(const task<T>& t) noexcept;
 
 }  // namespace detail
 
@@ -517,6 +561,9 @@ class [[nodiscard]] task {
 
  private:
   friend class detail::task_promise<T>;
+  template <class U>
+  friend std::coroutine_handle<detail::task_promise<U>> detail::task_handle(
+      const task<U>& t) noexcept;
   explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
   std::coroutine_handle<promise_type> h_;
 };
@@ -537,7 +584,15 @@ class task_promise : public promise_base, public result_holder<T> {
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
     return result_holder<T>::take();
   }
+
+  task_group_sink* group_ = nullptr;  // set instead of continuation_ by a group
 };
+
+/// What a group needs of a ptk::task it runs directly: its coroutine.
+template <class T>
+std::coroutine_handle<task_promise<T>> task_handle(const task<T>& t) noexcept {
+  return t.h_;
+}
 
 }  // namespace detail
 

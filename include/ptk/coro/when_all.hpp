@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <stdexcept>
 #include <stop_token>
 #include <tuple>
 #include <type_traits>
@@ -187,6 +188,48 @@ class when_vector_awaiter {
   when_state state_;
 };
 
+/// Awaits a vector of ptk::task directly: each task reports its end to this group
+/// (task_group_sink) instead of going through a when_child wrapper.
+template <class T>
+class when_task_vector_awaiter final : public task_group_sink {
+ public:
+  explicit when_task_vector_awaiter(std::vector<task<T>>& tasks) noexcept : tasks_(tasks) {}
+  bool await_ready() const noexcept { return tasks_.empty(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h, const std::stop_token* stop) {
+    state_.start(h, tasks_.size());
+    for (task<T>& t : tasks_) {
+      auto child = task_handle(t);
+      task_promise<T>& p = child.promise();
+      p.group_ = this;
+      p.stop_ = stop;
+      child.resume();
+    }
+    return state_.release_starter();
+  }
+  std::coroutine_handle<> child_done(promise_base& p) noexcept override {
+    if (p.error_) {
+      bool expected = false;
+      if (failed_.compare_exchange_strong(expected, true, std::memory_order_relaxed)) {
+        error_ = p.error_;  // the first failure (in time); published by `remaining`
+      }
+    }
+    // The last child to finish resumes the awaiter; the acq_rel chain on `remaining`
+    // publishes every child's result to it.
+    if (state_.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) return state_.awaiter;
+    return std::noop_coroutine();
+  }
+  void rethrow_if_failed() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  std::vector<task<T>>& tasks_;
+  when_state state_;
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
+};
+
 /// Gives the awaiting coroutine's stop token to the children (when_all).
 template <class Inner>
 class inherit_stop {
@@ -276,6 +319,42 @@ task<std::vector<detail::when_value_t<detail::await_result_t<A>>>> when_all(
   std::vector<detail::when_value_t<R>> out;
   out.reserve(aw.children().size());
   for (auto& c : aw.children()) out.push_back(c.take());
+  co_return out;
+}
+
+/// @brief Runs every ptk::task of a vector concurrently and gives their results in order.
+///
+/// As the ptk::when_all over a vector of any awaitables, with less machinery: each
+/// task reports its end to the when_all directly (no wrapper coroutine per task).
+///
+/// @code
+/// std::vector<ptk::task<int>> jobs;
+/// for (int i = 0; i < 100; ++i) jobs.push_back(square_on(pool, i));
+/// std::vector<int> squares = co_await ptk::when_all(std::move(jobs));
+/// @endcode
+/// @tparam T the tasks' result type.
+/// @param tasks the tasks, moved into the returned task; throws std::logic_error (when
+///        awaited) if one of them is empty.
+/// @return a task giving a `std::vector` of the results, in the order of `tasks`.
+template <class T>
+task<std::vector<detail::when_value_t<T>>> when_all(std::vector<task<T>> tasks) {
+  for (const task<T>& t : tasks) {
+    if (!t.valid()) throw std::logic_error("ptk::when_all: an empty task");
+  }
+  detail::when_task_vector_awaiter<T> aw{tasks};
+  co_await detail::inherit_stop{aw};
+  aw.rethrow_if_failed();
+  std::vector<detail::when_value_t<T>> out;
+  out.reserve(tasks.size());
+  for (task<T>& t : tasks) {
+    auto& p = detail::task_handle(t).promise();
+    if constexpr (std::is_void_v<T>) {
+      out.emplace_back();
+    } else {
+      p.error_ = nullptr;  // a later failure, dropped (the first one was rethrown)
+      out.push_back(p.take());
+    }
+  }
   co_return out;
 }
 
