@@ -2,7 +2,8 @@
 /// @brief The coroutine module: ptk::task, ptk::sync_wait, ptk::when_all,
 ///        ptk::when_any, timers, ptk::async_scope and ptk::generator.
 ///
-/// This header does not include asio; the asio integration lives in its own headers.
+/// This header does not include asio; the asio integration (ptk::await_asio,
+/// ptk::async_run, ptk::schedule_on, timers on asio executors) is in `<ptk/coro_asio.hpp>`.
 ///
 /// @code
 /// #include <ptk/coro.hpp>
