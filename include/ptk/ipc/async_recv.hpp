@@ -25,6 +25,32 @@
 
 namespace ptk::detail {
 
+struct channel_access {
+  template <class Channel>
+  static bool arm(Channel& ch, recv_wait& w) {
+    return ch.arm_recv(w);
+  }
+  template <class Channel>
+  static void disarm(Channel& ch) noexcept {
+    ch.disarm_recv();
+  }
+};
+
+/// Starts watching what `w` names; `on_ready(bool fired)` runs once on a ptk thread.
+/// Returns the id to cancel it with cancel_watch().
+template <class F>
+std::uint64_t start_watch(const recv_wait& w, F on_ready) {
+  if (w.fd >= 0) return reactor::instance().watch(w.fd, EPOLLIN | EPOLLRDHUP, std::move(on_ready));
+  return futex_watcher::instance().watch(*w.word, w.expected, std::move(on_ready));
+}
+inline void cancel_watch(const recv_wait& w, std::uint64_t id) {
+  if (w.fd >= 0) {
+    reactor::instance().cancel(id);
+  } else {
+    futex_watcher::instance().cancel(id);
+  }
+}
+
 /// Registers the waiting coroutine with the reactor or the futex watcher and
 /// resumes it when the channel may have something (or its stop token fires).
 template <class Channel>
@@ -44,38 +70,30 @@ class recv_readiness {
     const std::stop_token& token = *stop_token_of(h);
     if (token.stop_requested()) return false;
     recv_wait w;
-    if (!ch_->arm_recv(w)) return false;  // something arrived while arming
+    if (!channel_access::arm(*ch_, w)) return false;  // something arrived while arming
     armed_ = true;
     handle_ = h;
     auto on_ready = [this](bool) {
       if (state_.exchange(completed, std::memory_order_acq_rel) == registered) handle_.resume();
     };
-    if (w.fd >= 0) {
-      by_fd_ = true;
-      id_ = reactor::instance().watch(w.fd, EPOLLIN | EPOLLRDHUP, on_ready);
-    } else {
-      id_ = futex_watcher::instance().watch(*w.word, w.expected, on_ready);
-    }
-    on_stop_.emplace(token, canceller{id_, by_fd_});
+    wait_ = w;
+    id_ = start_watch(w, on_ready);
+    on_stop_.emplace(token, canceller{id_, wait_});
     return state_.exchange(registered, std::memory_order_acq_rel) != completed;
   }
 
   void await_resume() noexcept {
     on_stop_.reset();
-    if (armed_) ch_->disarm_recv();
+    if (armed_) channel_access::disarm(*ch_);
   }
 
  private:
   struct canceller {
     std::uint64_t id;
-    bool by_fd;
+    recv_wait wait;
     void operator()() const noexcept {
       try {
-        if (by_fd) {
-          reactor::instance().cancel(id);
-        } else {
-          futex_watcher::instance().cancel(id);
-        }
+        cancel_watch(wait, id);
       } catch (...) {  // allocation failure: the wait ends at the next tick
       }
     }
@@ -85,7 +103,7 @@ class recv_readiness {
   Channel* ch_;
   std::coroutine_handle<> handle_;
   std::uint64_t id_ = 0;
-  bool by_fd_ = false;
+  recv_wait wait_;
   bool armed_ = false;
   std::atomic<std::uint8_t> state_{idle};
   std::optional<std::stop_callback<canceller>> on_stop_;

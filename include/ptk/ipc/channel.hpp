@@ -121,8 +121,8 @@ struct recv_wait {
   std::atomic<std::uint32_t>* word = nullptr;
   std::uint32_t expected = 0;
 };
-template <class Channel>
-class recv_readiness;
+/// How ptk's asynchronous receives reach a channel's private arm/disarm hooks.
+struct channel_access;
 template <class Channel>
 task<recv_result<typename Channel::value_type>> async_recv_loop(Channel& ch);
 }  // namespace detail

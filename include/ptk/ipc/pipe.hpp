@@ -187,8 +187,7 @@ class pipe {
   [[nodiscard]] bool has_buffered_message() const noexcept { return complete_frame().has_value(); }
 
  private:
-  template <class Channel>
-  friend class detail::recv_readiness;
+  friend struct detail::channel_access;
 
   bool arm_recv(detail::recv_wait& w) const {
     if (has_buffered_message() || eof_ || !broken_.empty()) return false;

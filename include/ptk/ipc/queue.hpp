@@ -209,8 +209,7 @@ class queue {
   [[nodiscard]] int fd() const noexcept { return seg_.fd(); }
 
  private:
-  template <class Channel>
-  friend class detail::recv_readiness;
+  friend struct detail::channel_access;
 
   bool arm_recv(detail::recv_wait& w) {
     join(ctl_->receivers, received_);

@@ -356,8 +356,7 @@ class shm_ring {
   [[nodiscard]] int fd() const noexcept { return seg_.fd(); }
 
  private:
-  template <class Channel>
-  friend class detail::recv_readiness;
+  friend struct detail::channel_access;
 
   // Flags the consumer as sleeping for an asynchronous wait; false when there is
   // already something to do (then nothing is armed).
