@@ -105,6 +105,7 @@ class pipe {
     return pipe(std::move(owned), options);
   }
 
+  /// Moves an endpoint.
   pipe(pipe&&) noexcept = default;
   /// Moves an endpoint in (the current one is dropped without close()).
   /// @return *this.

@@ -121,6 +121,7 @@ class queue {
   /// @param fd the descriptor. @return the queue.
   static queue from_fd(int fd) { return queue(shared_memory::from_fd(fd), {}, false); }
 
+  /// Moves a handle. @param o the handle to move from (left empty).
   queue(queue&& o) noexcept
       : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), slots_(o.slots_), cap_(o.cap_),
         slot_size_(o.slot_size_), max_message_(o.max_message_), sent_(o.sent_.load()),

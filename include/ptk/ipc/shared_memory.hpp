@@ -136,6 +136,7 @@ class shared_memory {
     return ::shm_unlink(checked_name(name).c_str()) == 0;
   }
 
+  /// Moves a segment. @param other the segment to move from (left empty).
   shared_memory(shared_memory&& other) noexcept { swap(other); }
   /// Moves a segment in, releasing the current one. @param other the segment.
   /// @return *this.

@@ -98,6 +98,7 @@ class shm_ring {
   ///        Dropping it without commit() sends nothing.
   class loan {
    public:
+    /// Moves a loan. @param o the loan to move from (left empty).
     loan(loan&& o) noexcept
         : ring_(std::exchange(o.ring_, nullptr)), data_(o.data_), size_(o.size_), pos_(o.pos_) {}
     loan(const loan&) = delete;
@@ -144,6 +145,7 @@ class shm_ring {
   ///        slot is released by release() or the destructor.
   class view {
    public:
+    /// Moves a view. @param o the view to move from (left empty).
     view(view&& o) noexcept
         : ring_(std::exchange(o.ring_, nullptr)), data_(o.data_), size_(o.size_), next_(o.next_),
           status_(o.status_) {}
@@ -201,6 +203,7 @@ class shm_ring {
   /// @param fd the descriptor. @return the ring.
   static shm_ring from_fd(int fd) { return shm_ring(shared_memory::from_fd(fd), 0, false); }
 
+  /// Moves a handle. @param o the handle to move from (left empty).
   shm_ring(shm_ring&& o) noexcept
       : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), data_(o.data_),
         cap_(o.cap_), mask_(o.mask_), p_(o.p_),
