@@ -90,7 +90,7 @@ TEST_CASE("shm_ring vectors and loans write in place", "[ipc][shm_ring]") {
     std::memcpy(slot.bytes().data(), two, sizeof two);
     slot.commit();
   }
-  { auto abandoned = ring.prepare(sizeof(int)); }  // dropped without commit: nothing sent
+  { [[maybe_unused]] auto abandoned = ring.prepare(sizeof(int)); }  // dropped without commit: nothing sent
   CHECK(*ring.recv() == std::vector<int>{1, 2, 3});
   {
     auto v = ring.peek();

@@ -509,9 +509,9 @@ class queue {
   std::uint64_t slot_size_ = 0;
   std::size_t max_message_ = 0;
   std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
-  int spin_ = detail::spin_rounds / 4;
   std::atomic<bool> sent_{false};      // this process joined the senders' table
   std::atomic<bool> received_{false};  // ... the receivers' table
+  int spin_ = detail::spin_rounds / 4;
 };
 
 }  // namespace ptk
