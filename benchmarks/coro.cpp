@@ -8,7 +8,8 @@
 //                        against posting 10,000 plain functions to the same pool
 //   BM_pingpong_1000     1000 round trips between two single-worker pools: one
 //                        coroutine hops A -> B -> A, against a function on A posting
-//                        to B posting back to A
+//                        to B posting back to A; and the same hops between two
+//                        one-thread io_contexts, for a ptk task and an asio awaitable
 //   BM_sleeping_1M       heap bytes per suspended sleeping task, 1,000,000 of them
 //                        ("metric" counter, so the table compares bytes, not time)
 #include <ptk/coro.hpp>
@@ -193,6 +194,29 @@ void BM_pingpong_1000_ptk(benchmark::State& state) {
   for (auto _ : state) ptk::sync_wait(pingpong_ptk(a, b));
 }
 
+ptk::task<void> pingpong_ptk_asio(asio::io_context& a, asio::io_context& b) {
+  co_await ptk::schedule_on(a);
+  for (int i = 0; i < round_trips; ++i) {
+    co_await ptk::schedule_on(b);
+    co_await ptk::schedule_on(a);
+  }
+}
+
+// The same ptk coroutine hopping between two io_contexts (ptk::schedule_on).
+void BM_pingpong_1000_ptk_io_context(benchmark::State& state) {
+  asio::io_context a;
+  asio::io_context b;
+  auto work_a = asio::make_work_guard(a);
+  auto work_b = asio::make_work_guard(b);
+  std::thread ta([&] { a.run(); });
+  std::thread tb([&] { b.run(); });
+  for (auto _ : state) ptk::sync_wait(pingpong_ptk_asio(a, b));
+  work_a.reset();
+  work_b.reset();
+  ta.join();
+  tb.join();
+}
+
 // The same hand-offs as plain functions: A posts to B, which posts back to A.
 struct post_pingpong {
   ptk::thread_pool& a;
@@ -346,6 +370,10 @@ BENCHMARK(BM_when_all_10k_asio_co_spawn)
     ->UseRealTime();
 BENCHMARK(BM_pingpong_1000_ptk)
     ->Name("BM_pingpong_1000/ptk")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_pingpong_1000_ptk_io_context)
+    ->Name("BM_pingpong_1000/ptk_io_context")
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_pingpong_1000_pool_post)
