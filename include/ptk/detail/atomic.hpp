@@ -54,10 +54,18 @@ class asymmetric_fence {
  public:
   /// Registers this process; call it when a channel is attached, before any fence,
   /// so no publish of this process precedes its registration.
-  static void prepare() noexcept { (void)registered(); }
+  static void prepare() noexcept {
+    if (mode.load(std::memory_order_acquire) != unknown) return;
+#if defined(PTK_TSAN)
+    mode.store(unavailable, std::memory_order_release);
+#else
+    const bool ok = ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0U, 0) == 0;
+    mode.store(ok ? registered : unavailable, std::memory_order_release);
+#endif
+  }
   /// Fence on the frequent side (publish; light_side(); check the sleeper flag).
   static void light_side() noexcept {
-    if (registered()) {
+    if (mode.load(std::memory_order_relaxed) == registered) {
       std::atomic_signal_fence(std::memory_order_seq_cst);
     } else {
       seq_cst_fence();
@@ -65,7 +73,7 @@ class asymmetric_fence {
   }
   /// Fence on the rare side (set the sleeper flag; heavy_side(); re-check).
   static void heavy_side() noexcept {
-    if (registered() &&
+    if (mode.load(std::memory_order_relaxed) == registered &&
         ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0U, 0) == 0) {
       return;
     }
@@ -73,15 +81,10 @@ class asymmetric_fence {
   }
 
  private:
-  static bool registered() noexcept {
-#if defined(PTK_TSAN)
-    return false;
-#else
-    static const bool ok =
-        ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0U, 0) == 0;
-    return ok;
-#endif
-  }
+  enum : int { unknown, registered, unavailable };
+  // A plain constant-initialised word (no function-local static guard) because
+  // light_side() runs on every message.
+  static inline constinit std::atomic<int> mode{unknown};
 };
 
 }  // namespace ptk::detail

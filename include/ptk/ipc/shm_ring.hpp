@@ -31,17 +31,18 @@ namespace ptk {
 namespace detail {
 
 /// The shared control block at the start of a ring segment; the data follows it.
-/// Each index lives on its own cache line, written by one side only; the sleep flags
-/// are read on every message by the other side but written only around sleeps.
+/// Each index lives on its own cache line, written by one side only.
 struct ring_control {
   segment_header header;
   alignas(64) std::atomic<std::uint64_t> tail;  // written by the producer
   alignas(64) std::atomic<std::uint64_t> head;  // written by the consumer
+  // Read by both sides on every message, written only around sleeps and at close:
+  // one line, shared clean in both caches while the ring is busy.
   alignas(64) futex_word consumer_sleeping;     // 1 while the consumer sleeps (empty)
-  alignas(64) futex_word producer_sleeping;     // 1 while the producer sleeps (full)
+  futex_word producer_sleeping;                 // 1 while the producer sleeps (full)
+  std::atomic<std::uint32_t> closed;
   alignas(64) pid_word producer;
   pid_word consumer;
-  std::atomic<std::uint32_t> closed;
 };
 static_assert(sizeof(ring_control) % 64 == 0, "ring data starts on a cache line");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "indices are shared lock-free");
@@ -277,7 +278,21 @@ class shm_ring {
   /// @throws ptk::codec_error if the message does not decode (it is dropped).
   recv_result<T> recv(std::stop_token stop = {}) { return take(peek_impl(std::nullopt, stop)); }
   /// @return the next message if there is one now; otherwise empty, closed or peer_lost.
-  recv_result<T> try_recv() { return take(try_peek()); }
+  recv_result<T> try_recv() {
+    if constexpr (fixed) {  // the hot path of polling consumers, without a view
+      claim_consumer();
+      if (c_.head != c_.tail_cache || refresh_tail()) {
+        const std::uint64_t at = c_.head;
+        struct release {
+          shm_ring* r;
+          std::uint64_t next;
+          ~release() { r->consume(next); }  // also when decode throws: the message is dropped
+        } done{this, at + 1};
+        return codec<T>::decode(std::span<const std::byte>(slot(at), codec<T>::fixed_size));
+      }
+    }
+    return take(try_peek());
+  }
   /// Receives, waiting at most `timeout`. @param timeout how long. @param stop stops it.
   /// @return the message, or timeout / closed / peer_lost / cancelled.
   template <class Rep, class Period>
@@ -581,6 +596,13 @@ class shm_ring {
     const auto st = send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, std::nullopt, stop);
     if (st != channel_status::ok) return loan(nullptr, nullptr, 0, 0);
     return loan(this, payload(at->pos), bytes, at->pos);
+  }
+
+  // Reloads the producer's tail; true when there is something at the head now.
+  bool refresh_tail() {
+    c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
+    if (c_.tail_cache - c_.head > cap_) corrupt("tail and head too far apart");
+    return c_.head != c_.tail_cache;
   }
 
   // The message at the consumer's head, if the producer has published one.
