@@ -99,6 +99,16 @@ TEST_CASE("shm_ring vectors and loans write in place", "[ipc][shm_ring]") {
     CHECK(v.decode() == std::vector<int>{7, 8});
   }
   CHECK(ring.try_recv().status() == channel_status::empty);
+  CHECK(ring.peek_for(10ms).status() == channel_status::timeout);
+  for (int i = 0; i < 2; ++i) {  // two 2000-byte records fill the 4096-byte ring
+    auto slot = ring.prepare_for(2000, 10ms);
+    REQUIRE(slot);
+    std::memset(slot.bytes().data(), 0, 2000);
+    slot.commit();
+  }
+  CHECK_FALSE(ring.prepare_for(2000, 10ms));  // full: the loan times out, empty
+  CHECK(ring.recv()->size() == 500);
+  CHECK(ring.recv()->size() == 500);
 
   const shm_name fixed_name;
   struct big {

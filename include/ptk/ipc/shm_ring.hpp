@@ -259,7 +259,16 @@ class shm_ring {
   loan prepare(std::stop_token stop = {})
     requires fixed
   {
-    return prepare_impl(slot_size, stop);
+    return prepare_impl(slot_size, std::nullopt, stop);
+  }
+  /// As prepare(), waiting at most `timeout` for room.
+  /// @param timeout how long. @param stop stops the wait.
+  /// @return the loan (empty when closed, lost, stopped or timed out).
+  template <class Rep, class Period>
+  loan prepare_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {})
+    requires fixed
+  {
+    return prepare_impl(slot_size, std::chrono::steady_clock::now() + timeout, stop);
   }
   /// Reserves `bytes` bytes to write an encoded message in place (variable-size T),
   /// waiting while full. @param bytes at most max_message_size().
@@ -268,7 +277,18 @@ class shm_ring {
     requires(!fixed)
   {
     check_size(bytes);
-    return prepare_impl(bytes, stop);
+    return prepare_impl(bytes, std::nullopt, stop);
+  }
+  /// As prepare(bytes), waiting at most `timeout` for room.
+  /// @param bytes at most max_message_size(). @param timeout how long.
+  /// @param stop stops the wait. @return the loan (empty when closed, lost, stopped or
+  /// timed out).
+  template <class Rep, class Period>
+  loan prepare_for(std::size_t bytes, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {})
+    requires(!fixed)
+  {
+    check_size(bytes);
+    return prepare_impl(bytes, std::chrono::steady_clock::now() + timeout, stop);
   }
 
   // ---- receiving ----
@@ -308,6 +328,12 @@ class shm_ring {
   /// Waits for the next message and lends it in place (zero-copy receive).
   /// @param stop stops the wait. @return the view (empty with a status if none).
   view peek(std::stop_token stop = {}) { return peek_impl(std::nullopt, stop); }
+  /// As peek(), waiting at most `timeout`. @param timeout how long.
+  /// @param stop stops the wait. @return the view (empty with a status if none).
+  template <class Rep, class Period>
+  view peek_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+    return peek_impl(std::chrono::steady_clock::now() + timeout, stop);
+  }
   /// @return a view of the next message if there is one now.
   view try_peek() {
     claim_consumer();
@@ -591,9 +617,10 @@ class shm_ring {
     return send_loop([&] { return try_push(v); }, n, deadline, stop);
   }
 
-  loan prepare_impl(std::size_t bytes, std::stop_token stop) {
+  loan prepare_impl(std::size_t bytes, std::optional<std::chrono::steady_clock::time_point> deadline,
+                    std::stop_token stop) {
     std::optional<placement> at;
-    const auto st = send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, std::nullopt, stop);
+    const auto st = send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, deadline, stop);
     if (st != channel_status::ok) return loan(nullptr, nullptr, 0, 0);
     return loan(this, payload(at->pos), bytes, at->pos);
   }
