@@ -1,6 +1,9 @@
 // Spawning a child and waiting for it: ptk::spawn (both of its backends) against
 // fork + exec, raw posix_spawn and Boost.Process v2, from a small parent and from a parent with
 // 1 GiB of touched memory (where fork must copy page tables and exec must undo it).
+// The spawn rows compare median times per spawn (the "metric" counter). On a busy
+// machine, run with --benchmark_repetitions=9 --benchmark_enable_random_interleaving=true
+// --benchmark_min_time=0.1: the table then compares medians over interleaved slices.
 #include <ptk/process.hpp>
 
 #include <fcntl.h>
@@ -9,6 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -37,6 +43,33 @@ std::vector<char> ballast(benchmark::State& state) {
   return b;
 }
 
+// Per-iteration times of one spawn benchmark, reported as the "metric" counter: their
+// median, in ns, which the ratio table then compares. On a small VM shared with other
+// work a few preempted iterations dominate a mean; the median shows the spawn itself.
+class median_clock {
+ public:
+  explicit median_clock(benchmark::State& state) : state_(state) { times_.reserve(1 << 14); }
+  median_clock(const median_clock&) = delete;
+  median_clock& operator=(const median_clock&) = delete;
+  ~median_clock() {
+    if (times_.empty()) return;
+    const auto mid = times_.begin() + static_cast<std::ptrdiff_t>(times_.size() / 2);
+    std::nth_element(times_.begin(), mid, times_.end());
+    state_.counters["metric"] = *mid;
+  }
+  template <class F>
+  void time(F&& f) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    times_.push_back(
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count());
+  }
+
+ private:
+  benchmark::State& state_;
+  std::vector<double> times_;
+};
+
 // A statically linked program that exits at once (built next to this benchmark), so
 // exec costs little and the spawn itself shows; /bin/true where it was not built.
 #ifdef PTK_BENCH_TINY_STATIC
@@ -48,8 +81,11 @@ constexpr const char* true_path = "/bin/true";
 void BM_spawn_ptk(benchmark::State& state) {
   const auto b = ballast(state);
   const auto cmd = ptk::command{true_path};
+  median_clock clock(state);
   for (auto _ : state) {
-    if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+    clock.time([&] {
+      if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+    });
   }
 }
 
@@ -60,8 +96,13 @@ void BM_spawn_ptk_posix_spawn_backend(benchmark::State& state) {
   auto& backend = ptk::detail::spawn_backend_state();
   const auto saved = backend.load();
   backend.store(ptk::detail::spawn_backend_kind::posix_spawn);
-  for (auto _ : state) {
-    if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+  {
+    median_clock clock(state);
+    for (auto _ : state) {
+      clock.time([&] {
+        if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+      });
+    }
   }
   backend.store(saved);
 }
@@ -73,37 +114,46 @@ void BM_spawn_parent_size(benchmark::State& state) {
   std::vector<char> b(static_cast<std::size_t>(MiB) << 20);
   for (std::size_t i = 0; i < b.size(); i += 4096) b[i] = 1;
   const auto cmd = ptk::command{true_path};
+  median_clock clock(state);
   for (auto _ : state) {
-    if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+    clock.time([&] {
+      if (!ptk::spawn(cmd).wait().success()) state.SkipWithError("child failed");
+    });
   }
 }
 
 void BM_spawn_fork_exec(benchmark::State& state) {
   const auto b = ballast(state);
   char* argv[] = {const_cast<char*>(true_path), nullptr};
+  median_clock clock(state);
   for (auto _ : state) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::execv(true_path, argv);
-      ::_exit(127);
-    }
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    if (st != 0) state.SkipWithError("child failed");
+    clock.time([&] {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        ::execv(true_path, argv);
+        ::_exit(127);
+      }
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      if (st != 0) state.SkipWithError("child failed");
+    });
   }
 }
 
 void BM_spawn_posix_spawn(benchmark::State& state) {
   const auto b = ballast(state);
   char* argv[] = {const_cast<char*>(true_path), nullptr};
+  median_clock clock(state);
   for (auto _ : state) {
-    pid_t pid = 0;
-    if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) {
-      state.SkipWithError("posix_spawn failed");
-      break;
-    }
-    int st = 0;
-    ::waitpid(pid, &st, 0);
+    clock.time([&] {
+      pid_t pid = 0;
+      if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) {
+        state.SkipWithError("posix_spawn failed");
+        return;
+      }
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    });
   }
 }
 
@@ -111,9 +161,12 @@ void BM_spawn_posix_spawn(benchmark::State& state) {
 void BM_spawn_boost_process(benchmark::State& state) {
   const auto b = ballast(state);
   boost::asio::io_context ctx;
+  median_clock clock(state);
   for (auto _ : state) {
-    boost::process::v2::process p(ctx, true_path, {});
-    if (p.wait() != 0) state.SkipWithError("child failed");
+    clock.time([&] {
+      boost::process::v2::process p(ctx, true_path, {});
+      if (p.wait() != 0) state.SkipWithError("child failed");
+    });
   }
 }
 #endif
@@ -129,13 +182,17 @@ void BM_spawn_high_nofile(benchmark::State& state) {
   ::setrlimit(RLIMIT_NOFILE, &high);
   state.counters["nofile"] = static_cast<double>(high.rlim_cur);
   const auto cmd = ptk::command{true_path};
-  for (auto _ : state) ptk::spawn(cmd).wait();
+  {
+    median_clock clock(state);
+    for (auto _ : state) clock.time([&] { ptk::spawn(cmd).wait(); });
+  }
   ::setrlimit(RLIMIT_NOFILE, &old);
 }
 
 void BM_spawn_default_nofile(benchmark::State& state) {
   const auto cmd = ptk::command{true_path};
-  for (auto _ : state) ptk::spawn(cmd).wait();
+  median_clock clock(state);
+  for (auto _ : state) clock.time([&] { ptk::spawn(cmd).wait(); });
 }
 
 // --- capturing 100 MB of output ---------------------------------------------------
