@@ -70,6 +70,20 @@ class median_clock {
   std::vector<double> times_;
 };
 
+double median_of(std::vector<double>& v) {
+  if (v.empty()) return 0;
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  return *mid;
+}
+
+template <class F>
+double time_ns(F&& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+}
+
 // A statically linked program that exits at once (built next to this benchmark), so
 // exec costs little and the spawn itself shows; /bin/true where it was not built.
 #ifdef PTK_BENCH_TINY_STATIC
@@ -173,133 +187,154 @@ void BM_spawn_boost_process(benchmark::State& state) {
 
 // --- the same spawn with RLIMIT_NOFILE raised as far as this machine allows ----------
 // (ptk closes inherited descriptors with close_range, whose cost does not depend on
-// the limit; a loop over every possible descriptor would.)
+// the limit; a loop over every possible descriptor would.) Raised and default limits
+// alternate from one spawn to the next, so both see the same machine load.
 
 void BM_spawn_high_nofile(benchmark::State& state) {
   rlimit old{};
   ::getrlimit(RLIMIT_NOFILE, &old);
-  rlimit high{old.rlim_max, old.rlim_max};
-  ::setrlimit(RLIMIT_NOFILE, &high);
+  const rlimit high{old.rlim_max, old.rlim_max};
   state.counters["nofile"] = static_cast<double>(high.rlim_cur);
   const auto cmd = ptk::command{true_path};
-  {
-    median_clock clock(state);
-    for (auto _ : state) clock.time([&] { ptk::spawn(cmd).wait(); });
+  std::vector<double> raised, normal;
+  for (auto _ : state) {
+    ::setrlimit(RLIMIT_NOFILE, &high);
+    raised.push_back(time_ns([&] { ptk::spawn(cmd).wait(); }));
+    ::setrlimit(RLIMIT_NOFILE, &old);
+    normal.push_back(time_ns([&] { ptk::spawn(cmd).wait(); }));
   }
-  ::setrlimit(RLIMIT_NOFILE, &old);
-}
-
-void BM_spawn_default_nofile(benchmark::State& state) {
-  const auto cmd = ptk::command{true_path};
-  median_clock clock(state);
-  for (auto _ : state) clock.time([&] { ptk::spawn(cmd).wait(); });
+  state.counters["metric"] = median_of(raised);
+  state.counters["peer:default_limit"] = median_of(normal);
 }
 
 // --- capturing 100 MB of output ---------------------------------------------------
 
 constexpr const char* hundred_mb = "head -c 100000000 /dev/zero";
 
-void BM_capture_ptk_run(benchmark::State& state) {
-  for (auto _ : state) {
-    const auto r = ptk::run({"sh", "-c", hundred_mb});
-    if (r.out.size() != 100000000) state.SkipWithError("short output");
-  }
-  state.SetBytesProcessed(state.iterations() * 100000000);
-}
-
 // The floor: posix_spawn with stdout on a pipe, and a plain read loop into a string.
-void BM_capture_raw_pipe(benchmark::State& state) {
+std::size_t raw_capture() {
   char* argv[] = {const_cast<char*>("sh"), const_cast<char*>("-c"), const_cast<char*>(hundred_mb),
                   nullptr};
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return 0;
+  posix_spawn_file_actions_t fa;
+  ::posix_spawn_file_actions_init(&fa);
+  ::posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  pid_t pid = 0;
+  ::posix_spawnp(&pid, "sh", &fa, nullptr, argv, environ);
+  ::posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return out.size();
+}
+
+// ptk::run and the raw loop in turn; the table compares their median times.
+void BM_capture(benchmark::State& state) {
+  std::vector<double> ptk_times, raw_times;
   for (auto _ : state) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) break;
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    ptk_times.push_back(time_ns([&] {
+      if (ptk::run({"sh", "-c", hundred_mb}).out.size() != 100000000) {
+        state.SkipWithError("short output");
+      }
+    }));
+    raw_times.push_back(time_ns([&] {
+      if (raw_capture() != 100000000) state.SkipWithError("short output");
+    }));
+  }
+  state.counters["metric"] = median_of(ptk_times);
+  state.counters["peer:raw_pipe_read"] = median_of(raw_times);
+  state.counters["ptk_MB_per_s"] = 100000000 / median_of(ptk_times) * 1e9 / 1e6;
+  state.counters["raw_MB_per_s"] = 100000000 / median_of(raw_times) * 1e9 / 1e6;
+}
+
+// --- spawn against raw posix_spawn, and throughput from one thread and from two, ------
+// --- with the implementations interleaved ---------------------------------------------
+// One loop alternates ptk (clone3), ptk's posix_spawn backend and raw posix_spawn, so
+// all see the same load at the same moments; each reports its median per spawn (the
+// peers as "peer:" counters, which the ratio table turns into rows).
+
+void BM_spawn_interleaved(benchmark::State& state) {
+  const auto b = ballast(state);
+  const auto cmd = ptk::command{true_path};
+  char* argv[] = {const_cast<char*>(true_path), nullptr};
+  auto& backend = ptk::detail::spawn_backend_state();
+  const auto saved = backend.load();
+  std::vector<double> clone3, fallback, raw;
+  for (auto _ : state) {
+    clone3.push_back(time_ns([&] { ptk::spawn(cmd).wait(); }));
+    backend.store(ptk::detail::spawn_backend_kind::posix_spawn);
+    fallback.push_back(time_ns([&] { ptk::spawn(cmd).wait(); }));
+    backend.store(saved);
+    raw.push_back(time_ns([&] {
+      pid_t pid = 0;
+      if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) return;
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    }));
+  }
+  state.counters["metric"] = median_of(clone3);
+  state.counters["peer:ptk_posix_spawn_backend"] = median_of(fallback);
+  state.counters["peer:posix_spawn"] = median_of(raw);
+}
+
+// 100 spawns from two threads, then 100 from one thread, then 100 raw posix_spawn from
+// two threads, in turn; the table compares the batches' median times (throughput is
+// the inverse: a ratio of 0.5 means twice the spawns per second).
+void BM_spawn_batches_interleaved(benchmark::State& state) {
+  constexpr int batch = 100;
+  const auto cmd = ptk::command{true_path};
+  char* argv[] = {const_cast<char*>(true_path), nullptr};
+  const auto in_threads = [](int threads, const auto& spawn_one) {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&] {
+        for (int i = 0; i < batch / threads; ++i) spawn_one();
+      });
+    }
+    for (auto& t : pool) t.join();
+  };
+  const auto ptk_one = [&] { ptk::spawn(cmd).wait(); };
+  const auto raw_one = [&] {
     pid_t pid = 0;
-    ::posix_spawnp(&pid, "sh", &fa, nullptr, argv, environ);
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(fds[1]);
-    std::string out;
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-    ::close(fds[0]);
+    if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) return;
     int st = 0;
     ::waitpid(pid, &st, 0);
-    if (out.size() != 100000000) state.SkipWithError("short output");
-  }
-  state.SetBytesProcessed(state.iterations() * 100000000);
-}
-
-// --- spawn throughput from one thread and from two -----------------------------------
-
-template <int Threads>
-void BM_spawn_many(benchmark::State& state) {
-  constexpr int per_iteration = 100;
-  const auto cmd = ptk::command{true_path};
+  };
+  std::vector<double> two, one, raw_two;
   for (auto _ : state) {
-    std::vector<std::thread> threads;
-    for (int t = 0; t < Threads; ++t) {
-      threads.emplace_back([&] {
-        for (int i = 0; i < per_iteration / Threads; ++i) ptk::spawn(cmd).wait();
-      });
-    }
-    for (auto& t : threads) t.join();
+    two.push_back(time_ns([&] { in_threads(2, ptk_one); }));
+    one.push_back(time_ns([&] { in_threads(1, ptk_one); }));
+    raw_two.push_back(time_ns([&] { in_threads(2, raw_one); }));
   }
-  state.SetItemsProcessed(state.iterations() * per_iteration);
-}
-
-// The floor for the same: raw posix_spawn + waitpid from two threads.
-void BM_spawn_many_posix_spawn(benchmark::State& state) {
-  constexpr int per_iteration = 100;
-  char* argv[] = {const_cast<char*>(true_path), nullptr};
-  for (auto _ : state) {
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 2; ++t) {
-      threads.emplace_back([&] {
-        for (int i = 0; i < per_iteration / 2; ++i) {
-          pid_t pid = 0;
-          if (::posix_spawn(&pid, true_path, nullptr, nullptr, argv, environ) != 0) continue;
-          int st = 0;
-          ::waitpid(pid, &st, 0);
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-  }
-  state.SetItemsProcessed(state.iterations() * per_iteration);
+  state.counters["metric"] = median_of(two);
+  state.counters["peer:1_thread"] = median_of(one);
+  state.counters["peer:posix_spawn_2_threads"] = median_of(raw_two);
 }
 
 }  // namespace
 
+BENCHMARK(BM_spawn_interleaved)
+    ->Name("BM_spawn_wait_interleaved/ptk")
+    ->Arg(0)
+    ->Arg(1024)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spawn_batches_interleaved)
+    ->Name("BM_spawn_100/ptk_2_threads")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_spawn_high_nofile)
     ->Name("BM_spawn_nofile_limit/ptk_raised_limit")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_spawn_default_nofile)
-    ->Name("BM_spawn_nofile_limit/default_limit")
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_capture_ptk_run)
+BENCHMARK(BM_capture)
     ->Name("BM_capture_100MB/ptk_run")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_capture_raw_pipe)
-    ->Name("BM_capture_100MB/raw_pipe_read")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_spawn_many<2>)
-    ->Name("BM_spawn_100/ptk_2_threads")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_spawn_many_posix_spawn)
-    ->Name("BM_spawn_100/posix_spawn_2_threads")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_spawn_many<1>)
-    ->Name("BM_spawn_100/1_thread")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -7,6 +7,9 @@
 // process run: ratio < 1 means ptk is faster. With --benchmark_repetitions, the
 // medians are compared. A benchmark that measures something other than time sets
 // state.counters["metric"] (lower is better), and that value is compared instead.
+// A benchmark that measures peers in its own loop (interleaved with ptk, so that all
+// see the same machine load) reports each as a counter named "peer:<implementation>",
+// which becomes a row of that implementation in the same scenario.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -54,6 +57,13 @@ class comparing_reporter : public benchmark::ConsoleReporter {
               ? metric->second.value
               : run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
       row.is_median = median;
+      for (const auto& [name, counter] : run.counters) {
+        if (name.rfind("peer:", 0) != 0) continue;
+        result_row peer = row;
+        peer.implementation = name.substr(5);
+        peer.real_ns = counter.value;
+        record(std::move(peer));
+      }
       record(std::move(row));
     }
   }
