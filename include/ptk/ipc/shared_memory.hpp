@@ -182,7 +182,13 @@ class shared_memory {
       throw std::invalid_argument("ptk::shared_memory: bad name '" + std::string(name) +
                                   "' (use 1-200 letters, digits, '.', '_' or '-')");
     }
-    return "/" + std::string(name);
+    // Not "/" + std::string(name): GCC 12 at -O3 warns (-Wrestrict, a false positive)
+    // on operator+(const char*, string&&), which breaks users' -Werror builds.
+    std::string path;
+    path.reserve(name.size() + 1);
+    path += '/';
+    path += name;
+    return path;
   }
 
   void reserve(std::size_t bytes, const std::string& what) {
