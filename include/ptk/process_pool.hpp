@@ -74,6 +74,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace ptk {
@@ -383,8 +384,11 @@ class remote_sink {
   remote_sink() = default;
   remote_sink(const remote_sink&) = delete;
   remote_sink& operator=(const remote_sink&) = delete;
-  // Decodes the result and fulfils the future; false if the bytes did not decode.
-  virtual bool complete(std::span<const std::byte> result) noexcept = 0;
+  // Decodes the result and keeps it; the error if the bytes did not decode. The
+  // pool counts the outcome between stage() and publish(), so a caller that sees
+  // its result also sees it counted in stats().
+  virtual std::exception_ptr stage(std::span<const std::byte> result) noexcept = 0;
+  virtual void publish() noexcept = 0;  // fulfils the future with the staged result
   virtual void fail_with(std::exception_ptr e) noexcept = 0;
   virtual void drop() noexcept = 0;  // the pool's reference
 
@@ -397,19 +401,23 @@ class remote_state final : public future_state<R>, public remote_sink {
  public:
   remote_state() : future_state<R>(&remote_state::destroy) {}
 
-  bool complete(std::span<const std::byte> result) noexcept override {
+  std::exception_ptr stage(std::span<const std::byte> result) noexcept override {
     try {
       if constexpr (std::is_void_v<R>) {
         if (!result.empty()) throw codec_error("process_pool: a void task returned bytes");
-        this->fulfil([] {});
       } else {
-        R v = codec<R>::decode(result);
-        this->fulfil([&]() -> R { return std::move(v); });
+        staged_.emplace(codec<R>::decode(result));
       }
-      return true;
+      return nullptr;
     } catch (...) {
-      this->fail(std::current_exception());
-      return false;
+      return std::current_exception();
+    }
+  }
+  void publish() noexcept override {
+    if constexpr (std::is_void_v<R>) {
+      this->fulfil([] {});
+    } else {
+      this->fulfil([this]() -> R { return std::move(*staged_); });
     }
   }
   void fail_with(std::exception_ptr e) noexcept override { this->fail(std::move(e)); }
@@ -418,6 +426,8 @@ class remote_state final : public future_state<R>, public remote_sink {
  private:
   ~remote_state() = default;
   static void destroy(future_state<R>* s) noexcept { delete static_cast<remote_state*>(s); }
+
+  [[no_unique_address]] std::conditional_t<std::is_void_v<R>, std::monostate, std::optional<R>> staged_;
 };
 
 // One submitted task on its way: the encoded request and the future to fulfil.
@@ -727,8 +737,8 @@ class process_pool {
     std::exchange(c.sink, nullptr)->drop();
   }
   void fail_call(detail::pool_call& c, std::exception_ptr e) noexcept {
+    failed_.fetch_add(1, std::memory_order_relaxed);  // counted before the caller can see it
     finish(c, std::move(e));
-    failed_.fetch_add(1, std::memory_order_relaxed);
   }
 
   // ---- the supervisor thread: the only one touching workers_ and pending_ ----
@@ -744,8 +754,8 @@ class process_pool {
       }
       if (stop == stop_state::immediate) break;
       if (broken_.load()) {
-        for (auto& c : pending_) fail_call(c, std::make_exception_ptr(process_pool_error(broken_reason_)));
         queued_.fetch_sub(pending_.size(), std::memory_order_relaxed);
+        for (auto& c : pending_) fail_call(c, std::make_exception_ptr(process_pool_error(broken_reason_)));
         pending_.clear();
       }
       const bool work_left = !pending_.empty() || std::any_of(workers_.begin(), workers_.end(), [](auto& w) {
@@ -921,9 +931,13 @@ class process_pool {
       w.head_started = clock::now();
       running_.fetch_sub(1, std::memory_order_relaxed);
       if (kind == detail::pool_msg::value) {
-        const bool ok = c.sink->complete(in.in);
-        std::exchange(c.sink, nullptr)->drop();
-        (ok ? done_ : failed_).fetch_add(1, std::memory_order_relaxed);
+        if (std::exception_ptr bad = c.sink->stage(in.in)) {
+          fail_call(c, std::move(bad));
+        } else {
+          done_.fetch_add(1, std::memory_order_relaxed);
+          c.sink->publish();
+          std::exchange(c.sink, nullptr)->drop();
+        }
       } else {
         const std::string type(in.text(in.pod<std::uint32_t>()));
         const std::string message(in.text(in.in.size()));
@@ -981,7 +995,7 @@ class process_pool {
   // started (a worker runs its tasks in order) and go back to the front of the queue.
   void fail_head_requeue_rest(worker& w, std::exception_ptr e) {
     if (w.in_flight.empty()) return;
-    fail_call(w.in_flight.front(), std::move(e));
+    detail::pool_call head = std::move(w.in_flight.front());
     w.in_flight.pop_front();
     const std::size_t back = w.in_flight.size();
     while (!w.in_flight.empty()) {
@@ -991,6 +1005,7 @@ class process_pool {
     w.in_flight_bytes = 0;
     running_.fetch_sub(back + 1, std::memory_order_relaxed);
     queued_.fetch_add(back, std::memory_order_relaxed);
+    fail_call(head, std::move(e));
   }
 
   void stop_all() {
@@ -1006,16 +1021,16 @@ class process_pool {
     } else {
       for (auto& w : workers_) w->ch.close();
     }
+    alive_.store(0);
     for (auto& w : workers_) {
       if (!w->dead) (void)reap(*w);
-      for (auto& c : w->in_flight) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
       running_.fetch_sub(w->in_flight.size(), std::memory_order_relaxed);
+      for (auto& c : w->in_flight) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
     }
     workers_.clear();
-    for (auto& c : pending_) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
     queued_.fetch_sub(pending_.size(), std::memory_order_relaxed);
+    for (auto& c : pending_) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
     pending_.clear();
-    alive_.store(0);
     notify_ready();
   }
 
