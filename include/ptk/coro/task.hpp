@@ -47,14 +47,15 @@ class task;
 /// Every ptk coroutine frame (ptk::task, ptk::generator, the helpers of
 /// ptk::when_all, ptk::when_any, ptk::async_scope and ptk::sync_wait) comes from a
 /// per-thread cache of freed frames, sorted into 32-byte size classes up to 2 KiB.
-/// A frame freed on a thread goes to that thread's cache, which keeps at most 64
-/// frames per size class (plus one, kept apart for the free-then-allocate pattern of
-/// awaiting tasks one after another). Beyond that, batches of 32 frames move to a
-/// process-wide depot of at most 4 MiB, where threads whose cache ran dry take them
-/// back (frames created on one thread and finished on a pool worker return to the
-/// creating thread this way, without malloc); beyond the depot's limit, and above
-/// 2 KiB, frames go back to the global heap (`operator delete`). A thread's cache is
-/// released when the thread exits.
+/// A frame freed on a thread goes to that thread's cache, which keeps at most
+/// 128 KiB of frames per size class and 1 MiB in all (plus one frame per class, kept
+/// apart for the free-then-allocate pattern of awaiting tasks one after another), so
+/// a chain of a thousand nested tasks is served by the thread alone. Beyond that,
+/// batches of 32 frames move to a process-wide depot of at most 4 MiB, where threads
+/// whose cache ran dry take them back (frames created on one thread and finished on
+/// a pool worker return to the creating thread this way, without malloc); beyond
+/// the depot's limit, and above 2 KiB, frames go back to the global heap
+/// (`operator delete`). A thread's cache is released when the thread exits.
 struct frame_allocator_stats {
   std::uint64_t allocations = 0;  ///< frames allocated by this thread
   std::uint64_t hits = 0;         ///< allocations served from the caches (no malloc)
@@ -70,6 +71,8 @@ inline constexpr std::size_t frame_granule = 32;
 inline constexpr std::size_t frame_classes = 64;  // frames of up to 64 * 32 = 2048 bytes
 inline constexpr std::uint32_t frame_batch = 32;  // frames moved to or from the depot at once
 inline constexpr std::size_t frame_depot_limit = std::size_t{4} << 20;
+inline constexpr std::size_t frame_class_limit = std::size_t{128} << 10;  // per thread
+inline constexpr std::size_t frame_cache_limit = std::size_t{1} << 20;    // per thread
 static_assert(frame_granule % __STDCPP_DEFAULT_NEW_ALIGNMENT__ == 0,
               "size classes keep operator new's alignment");
 
@@ -304,7 +307,12 @@ inline void frame_deallocate(void* p, std::size_t n) noexcept {
 #if defined(PTK_ASAN)
   __asan_poison_memory_region(b, bytes);  // a use after free still reports
 #endif
-  if (++c.counts[cls - 1] >= 2 * frame_batch) frame_spill(c, cls);
+  // Spilling takes the batch of the most recently freed frames (still in this core's
+  // cache, so cutting it off is cheap) and leaves at least one batch behind.
+  if (++c.counts[cls - 1] >= 2 * frame_batch &&
+      (c.counts[cls - 1] * bytes > frame_class_limit || c.stats.cached_bytes > frame_cache_limit)) {
+    frame_spill(c, cls);
+  }
 }
 
 /// Gives a promise type the recycling allocator.
