@@ -42,6 +42,7 @@
 #include <ptk/thread/future.hpp>
 
 #include <cxxabi.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -60,7 +61,6 @@
 #include <cstring>
 #include <deque>
 #include <exception>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -439,11 +439,20 @@ struct pool_call {
 // The parent's arguments, for the workers' main(): a program that parses them before
 // it reaches the pool parses them the same way in a worker.
 inline std::vector<std::string> own_arguments() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all;
+  if (const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC); fd != -1) {
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) all.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+  }
   std::vector<std::string> args;
-  std::string a;
-  while (std::getline(in, a, '\0')) args.push_back(a);
-  if (!args.empty()) args.erase(args.begin());
+  for (std::size_t at = 0; at < all.size();) {
+    const std::size_t end = std::min(all.find('\0', at), all.size());
+    args.emplace_back(all, at, end - at);
+    at = end + 1;
+  }
+  if (!args.empty()) args.erase(args.begin());  // the program itself
   return args;
 }
 

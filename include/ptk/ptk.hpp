@@ -14,6 +14,7 @@
 #include <ptk/error.hpp>
 #include <ptk/ipc.hpp>
 #include <ptk/process.hpp>
+#include <ptk/process_pool.hpp>
 #include <ptk/thread.hpp>
 #include <ptk/version.hpp>
 
