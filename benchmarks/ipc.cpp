@@ -98,15 +98,18 @@ void BM_spsc_ptk(benchmark::State& state) {
 void BM_spsc_moodycamel(benchmark::State& state) {
   moodycamel::ReaderWriterQueue<std::uint64_t> q(4096);
   spsc_run(
-      state, [&](std::uint64_t v) { return q.try_enqueue(v); }, [&](std::uint64_t& v) { return q.try_dequeue(v); });
+      state, [&](std::uint64_t v) { return q.try_enqueue(v); },
+      [&](std::uint64_t& v) { return q.try_dequeue(v); });
 }
 #endif
 
 #if PTK_BENCH_HAVE_BOOST
 void BM_spsc_boost(benchmark::State& state) {
-  auto q = std::make_unique<boost::lockfree::spsc_queue<std::uint64_t, boost::lockfree::capacity<4096>>>();
+  auto q = std::make_unique<
+      boost::lockfree::spsc_queue<std::uint64_t, boost::lockfree::capacity<4096>>>();
   spsc_run(
-      state, [&](std::uint64_t v) { return q->push(v); }, [&](std::uint64_t& v) { return q->pop(v); });
+      state, [&](std::uint64_t v) { return q->push(v); },
+      [&](std::uint64_t& v) { return q->pop(v); });
 }
 #endif
 
@@ -149,7 +152,8 @@ struct alignas(64) shared_words {
 };
 
 shared_words* map_words() {
-  void* p = ::mmap(nullptr, sizeof(shared_words), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* p = ::mmap(nullptr, sizeof(shared_words), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return new (p) shared_words{};
 }
 
@@ -181,7 +185,8 @@ void BM_roundtrip_raw_futex(benchmark::State& state) {
     std::uint32_t seen = 0;
     for (;;) {
       std::uint32_t v;
-      while ((v = w->fping.load(std::memory_order_acquire)) == seen) ptk::detail::futex_wait(w->fping, seen);
+      while ((v = w->fping.load(std::memory_order_acquire)) == seen)
+        ptk::detail::futex_wait(w->fping, seen);
       if (v == 0xffffffffU) return;
       seen = v;
       w->fpong.store(v, std::memory_order_release);
@@ -193,7 +198,8 @@ void BM_roundtrip_raw_futex(benchmark::State& state) {
     w->fping.store(++i, std::memory_order_release);
     ptk::detail::futex_wake(w->fping);
     std::uint32_t v;
-    while ((v = w->fpong.load(std::memory_order_acquire)) != i) ptk::detail::futex_wait(w->fpong, v);
+    while ((v = w->fpong.load(std::memory_order_acquire)) != i)
+      ptk::detail::futex_wait(w->fpong, v);
   }
   w->fping.store(0xffffffffU, std::memory_order_release);
   ptk::detail::futex_wake(w->fping);
@@ -394,7 +400,8 @@ void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) {
   for (auto _ : state) {
     ++i;
     std::uint64_t v = 0;
-    if (::write(to[1], &i, sizeof i) != sizeof i || ::read(from[0], &v, sizeof v) != sizeof v || v != i) {
+    if (::write(to[1], &i, sizeof i) != sizeof i || ::read(from[0], &v, sizeof v) != sizeof v ||
+        v != i) {
       state.SkipWithError("raw pipe failed");
     }
   }
@@ -406,7 +413,10 @@ void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_spsc_ptk)->Name("BM_spsc_8B_items/ptk_shm_ring")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spsc_ptk)
+    ->Name("BM_spsc_8B_items/ptk_shm_ring")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 #if PTK_BENCH_HAVE_MOODYCAMEL
 BENCHMARK(BM_spsc_moodycamel)
     ->Name("BM_spsc_8B_items/moodycamel_rwq")
@@ -414,7 +424,10 @@ BENCHMARK(BM_spsc_moodycamel)
     ->Unit(benchmark::kMillisecond);
 #endif
 #if PTK_BENCH_HAVE_BOOST
-BENCHMARK(BM_spsc_boost)->Name("BM_spsc_8B_items/boost_spsc_queue")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spsc_boost)
+    ->Name("BM_spsc_8B_items/boost_spsc_queue")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 #endif
 BENCHMARK(BM_roundtrip_ptk)->Name("BM_xproc_roundtrip/ptk_shm_ring")->UseRealTime();
 BENCHMARK(BM_roundtrip_raw_spin)->Name("BM_xproc_roundtrip/raw_shm_spin")->UseRealTime();
@@ -436,14 +449,20 @@ BENCHMARK(BM_bandwidth_1m_memcpy)
     ->Name("BM_1MiB_messages/memcpy_one_thread")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_mpmc_ptk)->Name("BM_mpmc_2x2_procs_64B/ptk_queue")->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_mpmc_ptk)
+    ->Name("BM_mpmc_2x2_procs_64B/ptk_queue")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 #if PTK_BENCH_HAVE_BOOST
 BENCHMARK(BM_mpmc_boost_interprocess)
     ->Name("BM_mpmc_2x2_procs_64B/boost_message_queue")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #endif
-BENCHMARK(BM_pipe_roundtrip_ptk)->Name("BM_pipe_roundtrip/ptk_pipe")->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_pipe_roundtrip_ptk)
+    ->Name("BM_pipe_roundtrip/ptk_pipe")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_pipe_roundtrip_raw_pipe)
     ->Name("BM_pipe_roundtrip/raw_pipe")
     ->UseRealTime()

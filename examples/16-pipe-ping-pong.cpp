@@ -43,11 +43,13 @@ int main(int argc, char** argv) {
     mine.send("x");
     mine.recv().value();
   }
-  const auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-  std::printf("3. %d round trips: %.1f us each (two context switches per trip)\n", rounds, us / rounds);
+  const auto us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  std::printf("3. %d round trips: %.1f us each (two context switches per trip)\n", rounds,
+              us / rounds);
 
   mine.close();  // the child's recv() drains, then sees closed
-  std::printf("4. after close(): our recv says %s, the child %s\n", ptk::to_string(mine.recv().status()),
-              worker.wait().to_string().c_str());
+  std::printf("4. after close(): our recv says %s, the child %s\n",
+              ptk::to_string(mine.recv().status()), worker.wait().to_string().c_str());
   return 0;
 }

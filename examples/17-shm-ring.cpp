@@ -49,21 +49,23 @@ int main(int argc, char** argv) {
 
   const std::string name = "ptk-example-17-" + std::to_string(::getpid());
   auto ring = ptk::shm_ring<reading>::create(name, 4096);  // unlinked when `ring` goes
-  std::printf("1. /dev/shm%s: %zu slots of %zu bytes\n", ring.segment().name().c_str(), ring.capacity(),
-              sizeof(reading));
+  std::printf("1. /dev/shm%s: %zu slots of %zu bytes\n", ring.segment().name().c_str(),
+              ring.capacity(), sizeof(reading));
 
   const auto start = std::chrono::steady_clock::now();
   auto child = ptk::spawn(ptk::command{"/proc/self/exe"}.args({"producer", name}));
   std::uint64_t count = 0;
   double sum = 0;
   while (auto r = ring.recv()) {  // until the producer closes
-    if (r->seq != count) std::printf("  out of order at %llu!\n", static_cast<unsigned long long>(count));
+    if (r->seq != count)
+      std::printf("  out of order at %llu!\n", static_cast<unsigned long long>(count));
     sum += r->value;
     ++count;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("2. received %llu readings from pid %d in order (sum %.0f): %.1f M messages/s\n",
-              static_cast<unsigned long long>(count), child.pid(), sum, static_cast<double>(count) / s / 1e6);
+              static_cast<unsigned long long>(count), child.pid(), sum,
+              static_cast<double>(count) / s / 1e6);
   std::printf("   producer %s\n", child.wait().to_string().c_str());
 
   const std::string big_name = name + "-big";
@@ -76,8 +78,9 @@ int main(int argc, char** argv) {
     bytes += view.bytes().size();
     ++messages;
   }
-  std::printf("3. %zu messages of 1 MiB (%zu MiB) through prepare/commit and peek, no copies in between\n",
-              messages, bytes >> 20);
+  std::printf(
+      "3. %zu messages of 1 MiB (%zu MiB) through prepare/commit and peek, no copies in between\n",
+      messages, bytes >> 20);
   std::printf("   producer %s\n", big_child.wait().to_string().c_str());
   return 0;
 }

@@ -50,10 +50,11 @@ int main(int argc, char** argv) {
 
   std::vector<ptk::process> workers;
   for (int w = 0; w < 3; ++w) {
-    workers.push_back(ptk::spawn(ptk::command{"/proc/self/exe"}.args({"worker", base + "-jobs", base + "-results"})));
+    workers.push_back(ptk::spawn(
+        ptk::command{"/proc/self/exe"}.args({"worker", base + "-jobs", base + "-results"})));
   }
-  std::printf("1. three workers (pids %d, %d, %d) share one job queue of %zu slots\n", workers[0].pid(),
-              workers[1].pid(), workers[2].pid(), jobs.capacity());
+  std::printf("1. three workers (pids %d, %d, %d) share one job queue of %zu slots\n",
+              workers[0].pid(), workers[1].pid(), workers[2].pid(), jobs.capacity());
 
   constexpr int count = 30;
   for (int i = 0; i < count; ++i) jobs.send({i, 2000000 + i});  // blocks while the queue is full
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
   }
   bool once = true;
   for (int d : done) once = once && d == 1;
-  std::printf("3. %s; who did how many:\n", once ? "every job done exactly once" : "SOME JOB WAS LOST OR REPEATED");
+  std::printf("3. %s; who did how many:\n",
+              once ? "every job done exactly once" : "SOME JOB WAS LOST OR REPEATED");
   for (const auto& [pid, n] : per_worker) std::printf("  worker %d: %d jobs\n", pid, n);
   for (auto& w : workers) std::printf("4. worker %d %s\n", w.pid(), w.wait().to_string().c_str());
   return 0;

@@ -52,13 +52,14 @@ int main(int argc, char** argv) {
 
   std::vector<ptk::process> kids;
   for (int k = 0; k < 4; ++k) {
-    kids.push_back(ptk::spawn(ptk::command{"/proc/self/exe"}.args({"child", base, std::to_string(k)})));
+    kids.push_back(
+        ptk::spawn(ptk::command{"/proc/self/exe"}.args({"child", base, std::to_string(k)})));
   }
   for (auto& k : kids) k.wait();
   std::printf("1. 4 processes x 10000 fetch_add: hits = %ld (expected 40000)\n", hits.load());
   const stats s = summary.load();
-  std::printf("2. 400 locked updates of a struct: count %ld, mean %.1f, max %.0f\n", s.count, s.total / static_cast<double>(s.count),
-              s.max);
+  std::printf("2. 400 locked updates of a struct: count %ld, mean %.1f, max %.0f\n", s.count,
+              s.total / static_cast<double>(s.count), s.max);
   std::printf("3. array written element by element by 4 processes:");
   for (long v : squares.span()) std::printf(" %ld", v);
   std::puts("");

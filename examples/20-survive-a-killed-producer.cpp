@@ -21,7 +21,7 @@ int producer(const std::string& name) {
   for (int i = 0; i < 1000; ++i) ring.send("message " + std::to_string(i));
   auto slot = ring.prepare(100);  // a message half written...
   std::memset(slot.bytes().data(), '#', 50);
-  ::kill(::getpid(), SIGKILL);    // ...when the producer dies
+  ::kill(::getpid(), SIGKILL);  // ...when the producer dies
   return 0;
 }
 
@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   const std::string name = "ptk-example-20-" + std::to_string(::getpid());
   auto ring = ptk::shm_ring<std::string>::create(name, 1 << 16);
   auto child = ptk::spawn(ptk::command{"/proc/self/exe"}.args({"producer", name}));
-  std::printf("1. producer pid %d sends 1000 messages, then dies half-way through the next\n", child.pid());
+  std::printf("1. producer pid %d sends 1000 messages, then dies half-way through the next\n",
+              child.pid());
 
   int received = 0;
   std::string last;

@@ -35,7 +35,9 @@ class asio_recv_op : public std::enable_shared_from_this<asio_recv_op<Channel, H
   using executor = asio::associated_executor_t<Handler>;
 
   asio_recv_op(Channel& ch, Handler&& h)
-      : ch_(&ch), handler_(std::move(h)), work_(asio::make_work_guard(asio::get_associated_executor(*handler_))) {}
+      : ch_(&ch),
+        handler_(std::move(h)),
+        work_(asio::make_work_guard(asio::get_associated_executor(*handler_))) {}
 
   void start() {
     auto slot = asio::get_associated_cancellation_slot(*handler_);
@@ -136,7 +138,8 @@ auto async_recv(Channel& ch, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(result)>(
       [](auto handler, Channel* c) {
         using handler_type = decltype(handler);
-        std::make_shared<detail::asio_recv_op<Channel, handler_type>>(*c, std::move(handler))->start();
+        std::make_shared<detail::asio_recv_op<Channel, handler_type>>(*c, std::move(handler))
+            ->start();
       },
       token, &ch);
 }

@@ -28,27 +28,45 @@ TEST_CASE("ptk::async_recv in asio coroutines: ring, queue and pipe", "[ipc][asi
   std::vector<std::string> words, lines;
   channel_status ends[3] = {channel_status::ok, channel_status::ok, channel_status::ok};
 
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    for (;;) {
-      auto v = co_await ptk::async_recv(ring, asio::use_awaitable);
-      if (!v) { ends[0] = v.status(); co_return; }
-      ints.push_back(*v);
-    }
-  }, asio::detached);
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    for (;;) {
-      auto v = co_await ptk::async_recv(q, asio::use_awaitable);
-      if (!v) { ends[1] = v.status(); co_return; }
-      words.push_back(*v);
-    }
-  }, asio::detached);
-  asio::co_spawn(io, [&, &b = b]() -> asio::awaitable<void> {
-    for (;;) {
-      auto v = co_await ptk::async_recv(b, asio::use_awaitable);
-      if (!v) { ends[2] = v.status(); co_return; }
-      lines.push_back(*v);
-    }
-  }, asio::detached);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto v = co_await ptk::async_recv(ring, asio::use_awaitable);
+          if (!v) {
+            ends[0] = v.status();
+            co_return;
+          }
+          ints.push_back(*v);
+        }
+      },
+      asio::detached);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto v = co_await ptk::async_recv(q, asio::use_awaitable);
+          if (!v) {
+            ends[1] = v.status();
+            co_return;
+          }
+          words.push_back(*v);
+        }
+      },
+      asio::detached);
+  asio::co_spawn(
+      io,
+      [&, &b = b]() -> asio::awaitable<void> {
+        for (;;) {
+          auto v = co_await ptk::async_recv(b, asio::use_awaitable);
+          if (!v) {
+            ends[2] = v.status();
+            co_return;
+          }
+          lines.push_back(*v);
+        }
+      },
+      asio::detached);
 
   std::atomic<int> failures{0};
   std::thread producer([&, &a = a] {
@@ -77,9 +95,10 @@ TEST_CASE("ptk::async_recv: a callback, and cancellation through the slot", "[ip
   asio::cancellation_signal cancel;
   std::optional<channel_status> got;
   // A plain callback's executor is asio's system executor: bind it to `io`.
-  ptk::async_recv(q, asio::bind_cancellation_slot(cancel.slot(), asio::bind_executor(io, [&](ptk::recv_result<int> r) {
-                                                    got = r.status();
-                                                  })));
+  ptk::async_recv(q, asio::bind_cancellation_slot(
+                         cancel.slot(), asio::bind_executor(io, [&](ptk::recv_result<int> r) {
+                           got = r.status();
+                         })));
   io.poll();  // the receive is pending: nothing completes
   CHECK_FALSE(got);
   cancel.emit(asio::cancellation_type::terminal);

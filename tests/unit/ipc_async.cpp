@@ -97,7 +97,8 @@ TEST_CASE("async_recv: many channels wait at once without a thread each", "[ipc]
   }
   // 300 waiters: the pool's 2 workers plus a handful of watcher threads, not 300.
   CHECK(threads_of_this_process().size() < threads_before + 2 + 8);
-  for (int i = 0; i < n; ++i) REQUIRE(rings[static_cast<std::size_t>(i)].send(i) == channel_status::ok);
+  for (int i = 0; i < n; ++i)
+    REQUIRE(rings[static_cast<std::size_t>(i)].send(i) == channel_status::ok);
   ptk::sync_wait(scope.join());
   CHECK(sum == n * (n - 1) / 2);
 }
@@ -110,10 +111,11 @@ TEST_CASE("async_recv: stop tokens cancel, and a dead producer is reported", "[i
   std::atomic<pid_t> tid{0};
   std::thread waiter([&] {
     tid = gettid_now();
-    st = ptk::sync_wait([](ptk::shm_ring<int>& r) -> ptk::task<channel_status> {
-           co_return (co_await r.async_recv()).status();
-         }(rx),
-                        stop.get_token());
+    st = ptk::sync_wait(
+        [](ptk::shm_ring<int>& r) -> ptk::task<channel_status> {
+          co_return (co_await r.async_recv()).status();
+        }(rx),
+        stop.get_token());
   });
   // Its only suspension point is async_recv: once the thread sleeps, the coroutine waits.
   REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));

@@ -169,7 +169,8 @@ TEST_CASE("queue: producers killed at random points lose nothing committed", "[i
   }
 }
 
-TEST_CASE("queue: a process killed while holding the lock does not wedge the queue", "[ipc][queue]") {
+TEST_CASE("queue: a process killed while holding the lock does not wedge the queue",
+          "[ipc][queue]") {
   const shm_name name;
   auto q = ptk::queue<int>::create(name, 8);
   REQUIRE(q.send(1) == channel_status::ok);
@@ -242,13 +243,15 @@ TEST_CASE("queue: corrupt and mismatched segments are rejected", "[ipc][queue]")
   const shm_name name;
   auto q = ptk::queue<std::string>::create(name, 4, {.max_message_size = 32});
   CHECK_THROWS_WITH(ptk::queue<int>::open(name), Contains("created for type"));
-  CHECK_THROWS_WITH(ptk::shm_ring<std::string>::open(name), Contains("is a queue, opened as a shm_ring"));
+  CHECK_THROWS_WITH(ptk::shm_ring<std::string>::open(name),
+                    Contains("is a queue, opened as a shm_ring"));
   REQUIRE(q.send("hello") == channel_status::ok);
   auto raw = ptk::shared_memory::open(name);
   const std::uint64_t huge = 1 << 20;
   std::memcpy(raw.data() + sizeof(ptk::detail::queue_control), &huge, sizeof huge);
   CHECK_THROWS_WITH(q.try_recv(), Contains("message length beyond the slot"));
-  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() + offsetof(ptk::detail::queue_control, tail));
+  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
+      raw.data() + offsetof(ptk::detail::queue_control, tail));
   tail->store(1000);
   CHECK_THROWS_WITH(q.try_send("x"), Contains("corrupt"));
 }

@@ -57,7 +57,8 @@ TEST_CASE("shared_memory: create, open, names, limits and cleanup", "[ipc][shm]"
   CHECK_FALSE(ptk::shared_memory::remove(name));
 }
 
-TEST_CASE("shared_memory: anonymous segments are sealed; unsealed memfds are refused", "[ipc][shm]") {
+TEST_CASE("shared_memory: anonymous segments are sealed; unsealed memfds are refused",
+          "[ipc][shm]") {
   using Catch::Matchers::Contains;
   auto seg = ptk::shared_memory::anonymous(8192);
   CHECK(seg.name().empty());
@@ -90,10 +91,12 @@ TEST_CASE("shared_value: atomic updates from several processes", "[ipc][shared_v
   CHECK(counter.exchange(8) == 7);
   CHECK(counter.update([](long& v) { return v += 2; }) == 10);
   CHECK(counter.load() == 10);
-  CHECK_THROWS_WITH(ptk::shared_value<int>::open(name), Catch::Matchers::Contains("created for type 'long"));
+  CHECK_THROWS_WITH(ptk::shared_value<int>::open(name),
+                    Catch::Matchers::Contains("created for type 'long"));
 }
 
-TEST_CASE("shared_value: locked updates of a large value; a killed updater changes nothing", "[ipc][shared_value]") {
+TEST_CASE("shared_value: locked updates of a large value; a killed updater changes nothing",
+          "[ipc][shared_value]") {
   struct account {
     long balance[2];
     std::array<char, 200> note;
@@ -144,7 +147,8 @@ TEST_CASE("shared_array: elements, atomics and the lock across processes", "[ipc
   for (std::size_t k = 0; k < 2; ++k) {
     kids.push_back(fork_child([&, k] {
       auto a = ptk::shared_array<std::uint32_t>::open(name.str());
-      for (std::size_t i = k; i < 15; i += 2) a[i] = static_cast<std::uint32_t>(i * 10);  // one writer each
+      for (std::size_t i = k; i < 15; i += 2)
+        a[i] = static_cast<std::uint32_t>(i * 10);  // one writer each
       for (int i = 0; i < 1000; ++i) a.atomic(15).fetch_add(1);
       return 0;
     }));
@@ -209,5 +213,6 @@ TEST_CASE("codec: round trips and malformed input", "[ipc][codec]") {
   const std::uint64_t one = 1, len = 100;
   std::memcpy(lie.data(), &one, 8);
   std::memcpy(lie.data() + 8, &len, 8);
-  CHECK_THROWS_WITH(ptk::codec<std::vector<std::string>>::decode(lie), Contains("longer than the message"));
+  CHECK_THROWS_WITH(ptk::codec<std::vector<std::string>>::decode(lie),
+                    Contains("longer than the message"));
 }

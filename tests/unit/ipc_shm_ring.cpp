@@ -90,7 +90,9 @@ TEST_CASE("shm_ring vectors and loans write in place", "[ipc][shm_ring]") {
     std::memcpy(slot.bytes().data(), two, sizeof two);
     slot.commit();
   }
-  { [[maybe_unused]] auto abandoned = ring.prepare(sizeof(int)); }  // dropped without commit: nothing sent
+  {
+    [[maybe_unused]] auto abandoned = ring.prepare(sizeof(int));
+  }  // dropped without commit: nothing sent
   CHECK(*ring.recv() == std::vector<int>{1, 2, 3});
   {
     auto v = ring.peek();
@@ -333,7 +335,8 @@ TEST_CASE("shm_ring rejects corrupt, foreign and mismatched segments", "[ipc][sh
   }
   {  // an index out of bounds, written by a "peer"
     auto rx = ptk::shm_ring<int>::open(name);
-    auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() + offsetof(ptk::detail::ring_control, tail));
+    auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
+        raw.data() + offsetof(ptk::detail::ring_control, tail));
     tail->store(1000);
     CHECK_THROWS_WITH(rx.try_recv(), Contains("corrupt"));
     tail->store(0);

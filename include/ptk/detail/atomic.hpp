@@ -42,7 +42,6 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-
 /// An asymmetric Dekker fence pair for "publish, then check whether someone sleeps"
 /// handshakes across threads and processes. The fast side (a writer that publishes
 /// on every message) pays only a compiler barrier; the slow side (a reader about to

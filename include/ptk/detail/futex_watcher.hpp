@@ -159,14 +159,15 @@ class futex_watcher {
         {
           const std::lock_guard lock(mutex_);
           for (const auto& e : entries_) {
-            args.push_back({e.expected, reinterpret_cast<std::uintptr_t>(e.word), futex2_size_u32, 0});
+            args.push_back(
+                {e.expected, reinterpret_cast<std::uintptr_t>(e.word), futex2_size_u32, 0});
           }
         }
         bool timed_out = false;
         if (have_waitv.load(std::memory_order_relaxed) != 0) {
           const timespec ts = futex_impl::to_timespec(tick);
-          const long r = ::syscall(449 /* futex_waitv */, args.data(), static_cast<unsigned>(args.size()), 0U,
-                                   &ts, CLOCK_MONOTONIC);
+          const long r = ::syscall(449 /* futex_waitv */, args.data(),
+                                   static_cast<unsigned>(args.size()), 0U, &ts, CLOCK_MONOTONIC);
           if (r == -1 && errno == ENOSYS) {
             have_waitv.store(0);
           } else {
@@ -175,7 +176,8 @@ class futex_watcher {
           }
         }
         if (have_waitv.load(std::memory_order_relaxed) == 0) {
-          futex_wait_until(control_, ctl, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
+          futex_wait_until(control_, ctl,
+                           std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
           timed_out = std::chrono::steady_clock::now() >= tick;
         }
         fire(timed_out || std::chrono::steady_clock::now() >= tick);

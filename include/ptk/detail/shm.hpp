@@ -37,7 +37,9 @@
 namespace ptk::detail {
 
 /// Rounds up to a multiple of 8 bytes (slot and record alignment).
-inline constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+inline constexpr std::uint64_t round8(std::uint64_t n) noexcept {
+  return (n + 7) & ~std::uint64_t{7};
+}
 
 // ---- type identity --------------------------------------------------------------
 
@@ -79,11 +81,16 @@ enum class segment_kind : std::uint32_t { ring = 1, queue = 2, value = 3, array 
 
 inline const char* kind_name(std::uint32_t k) noexcept {
   switch (k) {
-    case 1: return "shm_ring";
-    case 2: return "queue";
-    case 3: return "shared_value";
-    case 4: return "shared_array";
-    default: return "unknown";
+    case 1:
+      return "shm_ring";
+    case 2:
+      return "queue";
+    case 3:
+      return "shared_value";
+    case 4:
+      return "shared_array";
+    default:
+      return "unknown";
   }
 }
 
@@ -369,7 +376,9 @@ void lock_shm(shm_lock& l, Describe&& describe) {
   peer_watch owner_watch;
   for (unsigned i = 0;; ++i) {
     std::uint64_t cur = 0;
-    if (l.owner.compare_exchange_weak(cur, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (l.owner.compare_exchange_weak(cur, me, std::memory_order_acquire,
+                                      std::memory_order_relaxed))
+      return;
     if (cur == 0) continue;
     if (i < 64) {
       cpu_relax();

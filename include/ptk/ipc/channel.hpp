@@ -37,13 +37,20 @@ enum class channel_status {
 /// @return a static string.
 constexpr const char* to_string(channel_status s) noexcept {
   switch (s) {
-    case channel_status::ok: return "ok";
-    case channel_status::empty: return "empty";
-    case channel_status::full: return "full";
-    case channel_status::timeout: return "timeout";
-    case channel_status::closed: return "closed";
-    case channel_status::peer_lost: return "peer_lost";
-    case channel_status::cancelled: return "cancelled";
+    case channel_status::ok:
+      return "ok";
+    case channel_status::empty:
+      return "empty";
+    case channel_status::full:
+      return "full";
+    case channel_status::timeout:
+      return "timeout";
+    case channel_status::closed:
+      return "closed";
+    case channel_status::peer_lost:
+      return "peer_lost";
+    case channel_status::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -59,11 +59,11 @@ struct codec {};
 /// @brief Satisfied when ptk::codec of T can encode and decode a T.
 template <class T>
 concept encodable = std::is_same_v<T, std::remove_cvref_t<T>> &&
-                    requires(const T& v, std::span<std::byte> out, std::span<const std::byte> in) {
-                      { codec<T>::encoded_size(v) } -> std::same_as<std::size_t>;
-                      codec<T>::encode(v, out);
-                      { codec<T>::decode(in) } -> std::same_as<T>;
-                    };
+    requires(const T& v, std::span<std::byte> out, std::span<const std::byte> in) {
+  { codec<T>::encoded_size(v) } -> std::same_as<std::size_t>;
+  codec<T>::encode(v, out);
+  { codec<T>::decode(in) } -> std::same_as<T>;
+};
 
 namespace detail {
 
@@ -73,8 +73,9 @@ concept has_fixed_size = requires {
 };
 
 template <class T>
-inline constexpr bool bitwise_encodable = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
-                                          !std::is_member_pointer_v<T> && !std::is_reference_v<T>;
+inline constexpr bool bitwise_encodable =
+    std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+    !std::is_reference_v<T>;
 
 /// A readable reason when T has no codec, shown by channels' static_assert.
 template <class T>
@@ -95,7 +96,7 @@ inline constexpr bool fixed_size_encodable = detail::has_fixed_size<T>;
 /// @brief The codec of trivially copyable types: their bytes, as they are.
 /// @tparam T a trivially copyable type that is not a pointer.
 template <class T>
-  requires detail::bitwise_encodable<T>
+requires detail::bitwise_encodable<T>
 struct codec<T> {
   /// Every T takes sizeof(T) bytes.
   static constexpr std::size_t fixed_size = sizeof(T);
@@ -139,7 +140,7 @@ struct codec<std::string> {
 /// @tparam U an encodable element type.
 /// @tparam A the allocator.
 template <class U, class A>
-  requires encodable<U>
+requires encodable<U>
 struct codec<std::vector<U, A>> {
   /// @param v the vector. @return how many bytes encode() writes.
   static std::size_t encoded_size(const std::vector<U, A>& v) {

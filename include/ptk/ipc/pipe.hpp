@@ -99,7 +99,8 @@ class pipe {
     int type = 0;
     socklen_t len = sizeof type;
     if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 || type != SOCK_STREAM) {
-      throw_os_error(ENOTSOCK, "ptk::pipe::from_fd(" + std::to_string(fd) + "): not a stream socket");
+      throw_os_error(ENOTSOCK,
+                     "ptk::pipe::from_fd(" + std::to_string(fd) + "): not a stream socket");
     }
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     return pipe(std::move(owned), options);
@@ -121,14 +122,19 @@ class pipe {
   /// @param v the message. @param stop stops a wait that has not started writing.
   /// @return ok, closed, peer_lost or cancelled.
   /// @throws std::length_error if `v` encodes to more than max_message_size.
-  channel_status send(const T& v, std::stop_token stop = {}) { return send_impl(v, std::nullopt, stop, true); }
+  channel_status send(const T& v, std::stop_token stop = {}) {
+    return send_impl(v, std::nullopt, stop, true);
+  }
   /// Sends `v` if the socket can take the whole frame now.
   /// @param v the message. @return ok, full, closed or peer_lost.
-  channel_status try_send(const T& v) { return send_impl(v, std::chrono::steady_clock::now(), {}, false); }
+  channel_status try_send(const T& v) {
+    return send_impl(v, std::chrono::steady_clock::now(), {}, false);
+  }
   /// Sends `v`, waiting at most `timeout` for room. @param v the message.
   /// @param timeout how long. @param stop stops the wait. @return as send(), or timeout.
   template <class Rep, class Period>
-  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout,
+                          std::stop_token stop = {}) {
     return send_impl(v, std::chrono::steady_clock::now() + timeout, stop, true);
   }
   /// Sends `v`, waiting until `deadline` for room. @param v the message.
@@ -154,7 +160,8 @@ class pipe {
   }
   /// Receives, waiting until `deadline`. @param deadline when to give up.
   /// @param stop stops the wait. @return as recv_for().
-  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline, std::stop_token stop = {}) {
+  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline,
+                            std::stop_token stop = {}) {
     return recv_impl(deadline, stop, true);
   }
 
@@ -237,8 +244,9 @@ class pipe {
 
   // Writes a whole frame. Once its first byte is out, the frame is finished even past
   // the deadline (a half frame would corrupt the stream); a dead peer still ends it.
-  io write_all(const void* data, std::size_t n, std::optional<std::chrono::steady_clock::time_point> deadline,
-               std::stop_token stop, bool may_wait = true) {
+  io write_all(const void* data, std::size_t n,
+               std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop,
+               bool may_wait = true) {
     const auto* p = static_cast<const std::byte*>(data);
     bool started = false;
     while (n > 0) {
@@ -254,19 +262,22 @@ class pipe {
       if (errno != EAGAIN) throw_os_error(errno, "ptk::pipe: send");
       if (!may_wait && !started) return io::would_block;
       std::stop_token none;
-      const io r = started ? wait_fd(POLLOUT, std::nullopt, none) : wait_fd(POLLOUT, deadline, stop);
+      const io r =
+          started ? wait_fd(POLLOUT, std::nullopt, none) : wait_fd(POLLOUT, deadline, stop);
       if (r != io::done) return r;
     }
     return io::done;
   }
 
-  channel_status send_impl(const T& v, std::optional<std::chrono::steady_clock::time_point> deadline,
+  channel_status send_impl(const T& v,
+                           std::optional<std::chrono::steady_clock::time_point> deadline,
                            std::stop_token stop, bool may_wait) {
     if (sent_close_) return channel_status::closed;
     if (got_close_) return channel_status::closed;
     const std::size_t n = codec<T>::encoded_size(v);
     if (n > options_.max_message_size || n > UINT32_MAX) {
-      throw std::length_error("ptk::pipe: message of " + std::to_string(n) + " bytes exceeds the limit of " +
+      throw std::length_error("ptk::pipe: message of " + std::to_string(n) +
+                              " bytes exceeds the limit of " +
                               std::to_string(options_.max_message_size));
     }
     wbuf_.resize(sizeof(detail::frame_header) + n);
@@ -274,11 +285,16 @@ class pipe {
     std::memcpy(wbuf_.data(), &h, sizeof h);
     codec<T>::encode(v, std::span<std::byte>(wbuf_.data() + sizeof h, n));
     switch (write_all(wbuf_.data(), wbuf_.size(), deadline, stop, may_wait)) {
-      case io::done: return channel_status::ok;
-      case io::would_block: return channel_status::full;
-      case io::timeout: return channel_status::timeout;
-      case io::cancelled: return channel_status::cancelled;
-      case io::lost: return got_close_ ? channel_status::closed : channel_status::peer_lost;
+      case io::done:
+        return channel_status::ok;
+      case io::would_block:
+        return channel_status::full;
+      case io::timeout:
+        return channel_status::timeout;
+      case io::cancelled:
+        return channel_status::cancelled;
+      case io::lost:
+        return got_close_ ? channel_status::closed : channel_status::peer_lost;
     }
     return channel_status::peer_lost;
   }
@@ -313,7 +329,8 @@ class pipe {
   }
 
   // Reads what the socket has (at least one byte unless it would block).
-  io fill(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token& stop, bool may_wait) {
+  io fill(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token& stop,
+          bool may_wait) {
     if (rpos_ == rend_) rpos_ = rend_ = 0;
     std::size_t want = 64 * 1024;
     if (rend_ - rpos_ >= sizeof(detail::frame_header)) {
@@ -344,8 +361,8 @@ class pipe {
     }
   }
 
-  recv_result<T> recv_impl(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop,
-                           bool may_wait) {
+  recv_result<T> recv_impl(std::optional<std::chrono::steady_clock::time_point> deadline,
+                           std::stop_token stop, bool may_wait) {
     if (!broken_.empty()) throw channel_error(broken_);
     for (;;) {
       if (got_close_ && rend_ == rpos_) return channel_status::closed;
@@ -360,10 +377,14 @@ class pipe {
       }
       if (eof_) return got_close_ ? channel_status::closed : channel_status::peer_lost;
       switch (fill(deadline, stop, may_wait)) {
-        case io::done: break;
-        case io::would_block: return channel_status::empty;
-        case io::timeout: return channel_status::timeout;
-        case io::cancelled: return channel_status::cancelled;
+        case io::done:
+          break;
+        case io::would_block:
+          return channel_status::empty;
+        case io::timeout:
+          return channel_status::timeout;
+        case io::cancelled:
+          return channel_status::cancelled;
         case io::lost:
           eof_ = true;  // a partial frame left in the buffer is discarded
           rpos_ = rend_;

@@ -104,7 +104,8 @@ class queue {
   /// Creates a named queue (/dev/shm, mode 0600, unlinked by this handle's destructor).
   /// @param name the segment name. @param capacity messages. @param options sizing.
   /// @return the queue.
-  static queue create(std::string_view name, std::size_t capacity, const queue_options& options = {}) {
+  static queue create(std::string_view name, std::size_t capacity,
+                      const queue_options& options = {}) {
     const auto g = geometry(capacity, options);
     return queue(shared_memory::create(name, g.total), g, true);
   }
@@ -123,9 +124,15 @@ class queue {
 
   /// Moves a handle. @param o the handle to move from (left empty).
   queue(queue&& o) noexcept
-      : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), slots_(o.slots_), cap_(o.cap_),
-        slot_size_(o.slot_size_), max_message_(o.max_message_), sent_(o.sent_.load()),
-        received_(o.received_.load()), spin_(o.spin_) {}
+      : seg_(std::move(o.seg_)),
+        ctl_(std::exchange(o.ctl_, nullptr)),
+        slots_(o.slots_),
+        cap_(o.cap_),
+        slot_size_(o.slot_size_),
+        max_message_(o.max_message_),
+        sent_(o.sent_.load()),
+        received_(o.received_.load()),
+        spin_(o.spin_) {}
   queue(const queue&) = delete;
   queue& operator=(const queue&) = delete;
   queue& operator=(queue&&) = delete;
@@ -134,13 +141,16 @@ class queue {
 
   /// Sends `v`, waiting while the queue is full. @param v the message.
   /// @param stop stops the wait. @return ok, closed, peer_lost or cancelled.
-  channel_status send(const T& v, std::stop_token stop = {}) { return send_impl(v, std::nullopt, stop, true); }
+  channel_status send(const T& v, std::stop_token stop = {}) {
+    return send_impl(v, std::nullopt, stop, true);
+  }
   /// @param v the message. @return ok, full or closed, without waiting.
   channel_status try_send(const T& v) { return send_impl(v, std::nullopt, {}, false); }
   /// Sends, waiting at most `timeout`. @param v the message. @param timeout how long.
   /// @param stop stops the wait. @return as send(), or timeout.
   template <class Rep, class Period>
-  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout,
+                          std::stop_token stop = {}) {
     return send_impl(v, std::chrono::steady_clock::now() + timeout, stop, true);
   }
   /// Sends, waiting until `deadline`. @param v the message. @param deadline when to
@@ -163,7 +173,8 @@ class queue {
   }
   /// Receives, waiting until `deadline`. @param deadline when to give up.
   /// @param stop stops the wait. @return as recv_for().
-  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline, std::stop_token stop = {}) {
+  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline,
+                            std::stop_token stop = {}) {
     return recv_impl(deadline, stop, true);
   }
 
@@ -188,7 +199,9 @@ class queue {
     detail::futex_wake_all(ctl_->not_full_seq);
   }
   /// @return whether the queue was closed.
-  [[nodiscard]] bool closed() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
+  [[nodiscard]] bool closed() const noexcept {
+    return ctl_->closed.load(std::memory_order_acquire) != 0;
+  }
   /// Sets how many times a waiting call of this handle polls before it sleeps in
   /// the kernel (default 500, a few microseconds; 0 sleeps at once, which saves CPU
   /// when the other side is slow to answer).
@@ -234,7 +247,8 @@ class queue {
     const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     auto next = next_probe_.load(std::memory_order_relaxed);
     if (now < next) return false;
-    const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(detail::liveness_period);
+    const auto period =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(detail::liveness_period);
     if (!next_probe_.compare_exchange_strong(next, now + period.count())) return false;
     return all_lost(ctl_->senders);
   }
@@ -279,7 +293,8 @@ class queue {
     if (fresh) {
       detail::publish_header(ctl_->header, expected(g, seg_.size()));
     } else {
-      const auto got = detail::read_header(seg_.data(), seg_.size(), expected(g, seg_.size()), describe(seg_));
+      const auto got =
+          detail::read_header(seg_.data(), seg_.size(), expected(g, seg_.size()), describe(seg_));
       g.cap = got.capacity;
       g.max_message = got.param;
       if (g.cap == 0 || g.cap > (std::uint64_t{1} << 32) || g.max_message == 0 ||
@@ -346,8 +361,8 @@ class queue {
         return;
       }
     }
-    throw std::logic_error(describe(seg_) + ": more than " + std::to_string(detail::queue_max_peers) +
-                           " live processes on one side");
+    throw std::logic_error(describe(seg_) + ": more than " +
+                           std::to_string(detail::queue_max_peers) + " live processes on one side");
   }
   // Whether some process joined the table and every one of them is gone.
   bool all_lost(detail::pid_word (&table)[detail::queue_max_peers]) {
@@ -413,7 +428,8 @@ class queue {
         std::uint64_t next;
         ~commit() { q->ctl_->head.store(next, std::memory_order_release); }  // the commit point
       } c{this, h + 1};
-      out.emplace(codec<T>::decode(std::span<const std::byte>(s + length_prefix, static_cast<std::size_t>(len))));
+      out.emplace(codec<T>::decode(
+          std::span<const std::byte>(s + length_prefix, static_cast<std::size_t>(len))));
     }
     detail::seq_cst_fence();
     detail::notify_all_sleepers(ctl_->not_full_seq, ctl_->not_full_sleepers);
@@ -421,8 +437,9 @@ class queue {
   }
 
   template <class Ready, class Lost>
-  channel_status sleep(detail::futex_word& seq, std::atomic<std::uint32_t>& sleepers, Ready&& ready, Lost&& lost,
-                       std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token& stop) {
+  channel_status sleep(detail::futex_word& seq, std::atomic<std::uint32_t>& sleepers, Ready&& ready,
+                       Lost&& lost, std::optional<std::chrono::steady_clock::time_point> deadline,
+                       std::stop_token& stop) {
     struct waker {
       detail::futex_word* seq;
       void operator()() const noexcept {
@@ -455,7 +472,8 @@ class queue {
     }
   }
 
-  channel_status send_impl(const T& v, std::optional<std::chrono::steady_clock::time_point> deadline,
+  channel_status send_impl(const T& v,
+                           std::optional<std::chrono::steady_clock::time_point> deadline,
                            std::stop_token stop, bool may_wait) {
     join(ctl_->senders, sent_);
     const std::size_t n = codec<T>::encoded_size(v);
@@ -470,16 +488,17 @@ class queue {
       const auto st = sleep(
           ctl_->not_full_seq, ctl_->not_full_sleepers,
           [&] {
-            return closed_now() ||
-                   ctl_->tail.load(std::memory_order_acquire) - ctl_->head.load(std::memory_order_acquire) < cap_;
+            return closed_now() || ctl_->tail.load(std::memory_order_acquire) -
+                                           ctl_->head.load(std::memory_order_acquire) <
+                                       cap_;
           },
           [&] { return all_lost(ctl_->receivers); }, deadline, stop);
       if (st != channel_status::ok) return st;
     }
   }
 
-  recv_result<T> recv_impl(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop,
-                           bool may_wait) {
+  recv_result<T> recv_impl(std::optional<std::chrono::steady_clock::time_point> deadline,
+                           std::stop_token stop, bool may_wait) {
     join(ctl_->receivers, received_);
     for (;;) {
       if (auto v = pop()) return std::move(*v);
@@ -487,12 +506,13 @@ class queue {
         if (auto v = pop()) return std::move(*v);
         return channel_status::closed;
       }
-      if (!may_wait) return senders_lost_cheap() ? channel_status::peer_lost : channel_status::empty;
+      if (!may_wait)
+        return senders_lost_cheap() ? channel_status::peer_lost : channel_status::empty;
       const auto st = sleep(
           ctl_->not_empty_seq, ctl_->not_empty_sleepers,
           [&] {
-            return closed_now() ||
-                   ctl_->tail.load(std::memory_order_acquire) != ctl_->head.load(std::memory_order_acquire);
+            return closed_now() || ctl_->tail.load(std::memory_order_acquire) !=
+                                       ctl_->head.load(std::memory_order_acquire);
           },
           [&] { return all_lost(ctl_->senders); }, deadline, stop);
       if (st != channel_status::ok) {

@@ -87,8 +87,8 @@ class shared_memory {
       const std::string mode = {'0', static_cast<char>('0' + ((m >> 6) & 7U)),
                                 static_cast<char>('0' + ((m >> 3) & 7U)),
                                 static_cast<char>('0' + (m & 7U))};
-      throw_os_error(EACCES,
-                     "open '" + path + "': accessible to other users (mode " + mode + "), want 0600");
+      throw_os_error(
+          EACCES, "open '" + path + "': accessible to other users (mode " + mode + "), want 0600");
     }
     if (st.st_size <= 0) throw_os_error(EINVAL, "open '" + path + "': empty segment");
     s.map(static_cast<std::size_t>(st.st_size), "'" + path + "'");
@@ -121,7 +121,8 @@ class shared_memory {
     s.fd_.reset(fd);
     const int seals = ::fcntl(fd, F_GET_SEALS);
     if (seals != -1 && (seals & F_SEAL_SHRINK) == 0) {
-      throw_os_error(EPERM, "map fd " + std::to_string(fd) + ": memfd is not sealed against shrinking");
+      throw_os_error(EPERM,
+                     "map fd " + std::to_string(fd) + ": memfd is not sealed against shrinking");
     }
     struct stat st {};
     detail::check(::fstat(fd, &st), "fstat fd " + std::to_string(fd));

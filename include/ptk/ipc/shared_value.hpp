@@ -39,18 +39,21 @@ class shared_elements {
   static constexpr std::size_t data_offset =
       (sizeof(control) + alignof(T) - 1) / alignof(T) * alignof(T);
 
-  shared_elements(shared_memory seg, segment_kind kind, std::uint64_t count, bool fresh, const char* kind_name)
+  shared_elements(shared_memory seg, segment_kind kind, std::uint64_t count, bool fresh,
+                  const char* kind_name)
       : seg_(std::move(seg)), kind_name_(kind_name) {
     asymmetric_fence::prepare();
     ctl_ = reinterpret_cast<control*>(seg_.data());
     if (fresh) {
       publish_header(ctl_->header, make_info<T>(kind, sizeof(T), count, 0, seg_.size()));
     } else {
-      const auto got = read_header(seg_.data(), seg_.size(), make_info<T>(kind, sizeof(T), 0, 0, 0), describe());
+      const auto got =
+          read_header(seg_.data(), seg_.size(), make_info<T>(kind, sizeof(T), 0, 0, 0), describe());
       count = got.capacity;
       if (count == 0 || bytes_for(count) != seg_.size()) {
-        throw channel_error(describe() + ": " + std::to_string(count) + " elements do not match the segment's " +
-                            std::to_string(seg_.size()) + " bytes");
+        throw channel_error(describe() + ": " + std::to_string(count) +
+                            " elements do not match the segment's " + std::to_string(seg_.size()) +
+                            " bytes");
       }
     }
     count_ = static_cast<std::size_t>(count);
@@ -65,8 +68,8 @@ class shared_elements {
   }
 
   std::string describe() const {
-    return std::string("ptk::") + kind_name_ + " '" + (seg_.name().empty() ? std::string("memfd") : seg_.name()) +
-           "'";
+    return std::string("ptk::") + kind_name_ + " '" +
+           (seg_.name().empty() ? std::string("memfd") : seg_.name()) + "'";
   }
 
   template <class F>
@@ -114,7 +117,9 @@ class shared_value {
     return shared_value(shared_memory::create(name, elems::bytes_for(1)), initial);
   }
   /// Opens a named value. @param name the segment name. @return the value.
-  static shared_value open(std::string_view name) { return shared_value(shared_memory::open(name)); }
+  static shared_value open(std::string_view name) {
+    return shared_value(shared_memory::open(name));
+  }
   /// Creates an anonymous value (pass fd() to a child). @param initial the value.
   /// @return the value.
   static shared_value anonymous(const T& initial = T{}) {
@@ -141,28 +146,18 @@ class shared_value {
     }
   }
   /// Replaces the value atomically. @param v the new value. @return the old one.
-  T exchange(const T& v)
-    requires lock_free
-  {
-    return std::atomic_ref<T>(*e_.data_).exchange(v);
-  }
+  T exchange(const T& v) requires lock_free { return std::atomic_ref<T>(*e_.data_).exchange(v); }
   /// Atomic compare-and-swap. @param expected the value expected (updated on
   /// failure). @param desired the new value. @return whether it was swapped.
-  bool compare_exchange(T& expected, const T& desired)
-    requires lock_free
-  {
+  bool compare_exchange(T& expected, const T& desired) requires lock_free {
     return std::atomic_ref<T>(*e_.data_).compare_exchange_strong(expected, desired);
   }
   /// Atomic addition (arithmetic T). @param d what to add. @return the old value.
-  T fetch_add(T d)
-    requires(lock_free && std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
-  {
+  T fetch_add(T d) requires(lock_free&& std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     return std::atomic_ref<T>(*e_.data_).fetch_add(d);
   }
   /// Atomic subtraction (arithmetic T). @param d what to subtract. @return the old value.
-  T fetch_sub(T d)
-    requires(lock_free && std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
-  {
+  T fetch_sub(T d) requires(lock_free&& std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     return std::atomic_ref<T>(*e_.data_).fetch_sub(d);
   }
   /// Runs `f(T&)` on a copy under the process-shared lock and stores the result
@@ -202,7 +197,8 @@ class shared_value {
 
  private:
   using elems = detail::shared_elements<T>;
-  explicit shared_value(shared_memory seg) : e_(std::move(seg), detail::segment_kind::value, 1, false, "shared_value") {}
+  explicit shared_value(shared_memory seg)
+      : e_(std::move(seg), detail::segment_kind::value, 1, false, "shared_value") {}
   shared_value(shared_memory seg, const T& initial)
       : e_(std::move(seg), detail::segment_kind::value, 1, true, "shared_value") {
     std::memcpy(static_cast<void*>(e_.data_), &initial, sizeof(T));
@@ -231,7 +227,9 @@ class shared_array {
     return shared_array(shared_memory::create(name, elems::bytes_for(n)), n, true);
   }
   /// Opens a named array. @param name the segment name. @return the array.
-  static shared_array open(std::string_view name) { return shared_array(shared_memory::open(name), 0, false); }
+  static shared_array open(std::string_view name) {
+    return shared_array(shared_memory::open(name), 0, false);
+  }
   /// Creates an anonymous array. @param n the element count. @return the array.
   static shared_array anonymous(std::size_t n) {
     return shared_array(shared_memory::anonymous(elems::bytes_for(n)), n, true);

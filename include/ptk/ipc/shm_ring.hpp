@@ -38,8 +38,8 @@ struct ring_control {
   alignas(64) std::atomic<std::uint64_t> head;  // written by the consumer
   // Read by both sides on every message, written only around sleeps and at close:
   // one line, shared clean in both caches while the ring is busy.
-  alignas(64) futex_word consumer_sleeping;     // 1 while the consumer sleeps (empty)
-  futex_word producer_sleeping;                 // 1 while the producer sleeps (full)
+  alignas(64) futex_word consumer_sleeping;  // 1 while the consumer sleeps (empty)
+  futex_word producer_sleeping;              // 1 while the producer sleeps (full)
   std::atomic<std::uint32_t> closed;
   alignas(64) pid_word producer;
   pid_word consumer;
@@ -112,15 +112,11 @@ class shm_ring {
     /// @return the reserved bytes (variable-size rings: the size asked for).
     [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data_, size_}; }
     /// @return the slot as a T, for fixed-size rings of trivially copyable T.
-    [[nodiscard]] T& value() const noexcept
-      requires(fixed && detail::bitwise_encodable<T>)
-    {
+    [[nodiscard]] T& value() const noexcept requires(fixed&& detail::bitwise_encodable<T>) {
       return *std::launder(reinterpret_cast<T*>(data_));
     }
     /// @return the slot as a T (fixed-size, trivially copyable T).
-    T* operator->() const noexcept
-      requires(fixed && detail::bitwise_encodable<T>)
-    {
+    T* operator->() const noexcept requires(fixed&& detail::bitwise_encodable<T>) {
       return &value();
     }
     /// Publishes the whole slot.
@@ -148,7 +144,10 @@ class shm_ring {
    public:
     /// Moves a view. @param o the view to move from (left empty).
     view(view&& o) noexcept
-        : ring_(std::exchange(o.ring_, nullptr)), data_(o.data_), size_(o.size_), next_(o.next_),
+        : ring_(std::exchange(o.ring_, nullptr)),
+          data_(o.data_),
+          size_(o.size_),
+          next_(o.next_),
           status_(o.status_) {}
     view(const view&) = delete;
     view& operator=(const view&) = delete;
@@ -193,7 +192,9 @@ class shm_ring {
   /// Opens a ring created by another handle.
   /// @param name the segment name. @return the ring.
   /// @throws ptk::channel_error if the segment is not a ring of T or is corrupt.
-  static shm_ring open(std::string_view name) { return shm_ring(shared_memory::open(name), 0, false); }
+  static shm_ring open(std::string_view name) {
+    return shm_ring(shared_memory::open(name), 0, false);
+  }
   /// Creates an anonymous ring (memfd): pass fd() to a child, which calls from_fd().
   /// @param capacity as for create(). @return the ring.
   static shm_ring anonymous(std::size_t capacity) {
@@ -206,9 +207,14 @@ class shm_ring {
 
   /// Moves a handle. @param o the handle to move from (left empty).
   shm_ring(shm_ring&& o) noexcept
-      : seg_(std::move(o.seg_)), ctl_(std::exchange(o.ctl_, nullptr)), data_(o.data_),
-        cap_(o.cap_), mask_(o.mask_), p_(o.p_),
-        c_peer_for_producer_(std::move(o.c_peer_for_producer_)), c_(std::move(o.c_)),
+      : seg_(std::move(o.seg_)),
+        ctl_(std::exchange(o.ctl_, nullptr)),
+        data_(o.data_),
+        cap_(o.cap_),
+        mask_(o.mask_),
+        p_(o.p_),
+        c_peer_for_producer_(std::move(o.c_peer_for_producer_)),
+        c_(std::move(o.c_)),
         spin_(o.spin_) {}
   shm_ring(const shm_ring&) = delete;
   shm_ring& operator=(const shm_ring&) = delete;
@@ -232,7 +238,9 @@ class shm_ring {
   /// Sends `v`, waiting while the ring is full.
   /// @param v the message. @param stop stops the wait (then `cancelled`).
   /// @return ok, closed, peer_lost (the consumer died while the ring was full), cancelled.
-  channel_status send(const T& v, std::stop_token stop = {}) { return send_impl(v, std::nullopt, stop); }
+  channel_status send(const T& v, std::stop_token stop = {}) {
+    return send_impl(v, std::nullopt, stop);
+  }
   /// Sends `v` if there is room now. @param v the message. @return ok, full or closed.
   channel_status try_send(const T& v) {
     claim_producer();
@@ -243,7 +251,8 @@ class shm_ring {
   /// Sends `v`, waiting at most `timeout`. @param v the message. @param timeout how long.
   /// @param stop stops the wait. @return as send(), or timeout.
   template <class Rep, class Period>
-  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {}) {
+  channel_status send_for(const T& v, std::chrono::duration<Rep, Period> timeout,
+                          std::stop_token stop = {}) {
     return send_impl(v, std::chrono::steady_clock::now() + timeout, stop);
   }
   /// Sends `v`, waiting until `deadline`. @param v the message. @param deadline when to
@@ -256,26 +265,21 @@ class shm_ring {
   /// Reserves a slot to write a fixed-size message in place, waiting while full.
   /// @param stop stops the wait.
   /// @return the loan; empty if the ring is closed, the consumer was lost or `stop` fired.
-  loan prepare(std::stop_token stop = {})
-    requires fixed
-  {
+  loan prepare(std::stop_token stop = {}) requires fixed {
     return prepare_impl(slot_size, std::nullopt, stop);
   }
   /// As prepare(), waiting at most `timeout` for room.
   /// @param timeout how long. @param stop stops the wait.
   /// @return the loan (empty when closed, lost, stopped or timed out).
   template <class Rep, class Period>
-  loan prepare_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {})
-    requires fixed
-  {
+  loan prepare_for(std::chrono::duration<Rep, Period> timeout,
+                   std::stop_token stop = {}) requires fixed {
     return prepare_impl(slot_size, std::chrono::steady_clock::now() + timeout, stop);
   }
   /// Reserves `bytes` bytes to write an encoded message in place (variable-size T),
   /// waiting while full. @param bytes at most max_message_size().
   /// @param stop stops the wait. @return the loan (empty when closed, lost or stopped).
-  loan prepare(std::size_t bytes, std::stop_token stop = {})
-    requires(!fixed)
-  {
+  loan prepare(std::size_t bytes, std::stop_token stop = {}) requires(!fixed) {
     check_size(bytes);
     return prepare_impl(bytes, std::nullopt, stop);
   }
@@ -284,9 +288,8 @@ class shm_ring {
   /// @param stop stops the wait. @return the loan (empty when closed, lost, stopped or
   /// timed out).
   template <class Rep, class Period>
-  loan prepare_for(std::size_t bytes, std::chrono::duration<Rep, Period> timeout, std::stop_token stop = {})
-    requires(!fixed)
-  {
+  loan prepare_for(std::size_t bytes, std::chrono::duration<Rep, Period> timeout,
+                   std::stop_token stop = {}) requires(!fixed) {
     check_size(bytes);
     return prepare_impl(bytes, std::chrono::steady_clock::now() + timeout, stop);
   }
@@ -321,7 +324,8 @@ class shm_ring {
   }
   /// Receives, waiting until `deadline`. @param deadline when to give up.
   /// @param stop stops the wait. @return as recv_for().
-  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline, std::stop_token stop = {}) {
+  recv_result<T> recv_until(std::chrono::steady_clock::time_point deadline,
+                            std::stop_token stop = {}) {
     return take(peek_impl(deadline, stop));
   }
 
@@ -371,7 +375,9 @@ class shm_ring {
     wake(ctl_->producer_sleeping);
   }
   /// @return whether close() was called (by either side).
-  [[nodiscard]] bool closed() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
+  [[nodiscard]] bool closed() const noexcept {
+    return ctl_->closed.load(std::memory_order_acquire) != 0;
+  }
   /// Sets how many times a waiting call of this handle polls before it sleeps in
   /// the kernel (default 2000, a few microseconds; 0 sleeps at once, which saves CPU
   /// when the other side is slow to answer).
@@ -439,7 +445,9 @@ class shm_ring {
     if constexpr (!fixed) cap = cap < 64 ? 64 : cap;
     return {cap, sizeof(detail::ring_control) + data_bytes(cap)};
   }
-  static std::uint64_t data_bytes(std::uint64_t cap) noexcept { return fixed ? cap * slot_size : cap; }
+  static std::uint64_t data_bytes(std::uint64_t cap) noexcept {
+    return fixed ? cap * slot_size : cap;
+  }
   static detail::segment_info expected(std::uint64_t cap, std::size_t total) {
     std::uint64_t elem = 0;
     if constexpr (fixed) elem = codec<T>::fixed_size;
@@ -459,10 +467,12 @@ class shm_ring {
       const auto want = expected(0, seg_.size());
       const auto got = detail::read_header(seg_.data(), seg_.size(), want, describe(seg_));
       cap = got.capacity;
-      if (cap == 0 || !std::has_single_bit(cap) || (!fixed && cap < 64) || cap > (std::uint64_t{1} << 40) ||
+      if (cap == 0 || !std::has_single_bit(cap) || (!fixed && cap < 64) ||
+          cap > (std::uint64_t{1} << 40) ||
           sizeof(detail::ring_control) + data_bytes(cap) != seg_.size()) {
         throw channel_error(describe(seg_) + ": capacity " + std::to_string(cap) +
-                            " does not match the segment's " + std::to_string(seg_.size()) + " bytes");
+                            " does not match the segment's " + std::to_string(seg_.size()) +
+                            " bytes");
       }
     }
     cap_ = cap;
@@ -474,14 +484,14 @@ class shm_ring {
   // handle can be shared by a sending and a receiving thread.
   struct alignas(64) producer_state {
     bool claimed = false;
-    std::uint64_t tail = 0;         // next position to write (our copy)
-    std::uint64_t head_cache = 0;   // last head seen
+    std::uint64_t tail = 0;        // next position to write (our copy)
+    std::uint64_t head_cache = 0;  // last head seen
   };
   struct alignas(64) consumer_state {
     bool claimed = false;
-    std::uint64_t head = 0;         // next position to read (our copy)
-    std::uint64_t tail_cache = 0;   // last tail seen
-    detail::peer_watch peer;        // the producer
+    std::uint64_t head = 0;        // next position to read (our copy)
+    std::uint64_t tail_cache = 0;  // last tail seen
+    detail::peer_watch peer;       // the producer
     std::chrono::steady_clock::time_point next_probe{};
   };
 
@@ -591,7 +601,8 @@ class shm_ring {
 
   bool consumer_lost() {
     // The producer only learns about a dead consumer when it has to wait.
-    return c_peer_for_producer_.lost(ctl_->consumer.load(std::memory_order_acquire), describe(seg_));
+    return c_peer_for_producer_.lost(ctl_->consumer.load(std::memory_order_acquire),
+                                     describe(seg_));
   }
 
   template <class Try>
@@ -609,7 +620,8 @@ class shm_ring {
     }
   }
 
-  channel_status send_impl(const T& v, std::optional<std::chrono::steady_clock::time_point> deadline,
+  channel_status send_impl(const T& v,
+                           std::optional<std::chrono::steady_clock::time_point> deadline,
                            std::stop_token stop) {
     claim_producer();
     const std::size_t n = codec<T>::encoded_size(v);
@@ -617,10 +629,12 @@ class shm_ring {
     return send_loop([&] { return try_push(v); }, n, deadline, stop);
   }
 
-  loan prepare_impl(std::size_t bytes, std::optional<std::chrono::steady_clock::time_point> deadline,
+  loan prepare_impl(std::size_t bytes,
+                    std::optional<std::chrono::steady_clock::time_point> deadline,
                     std::stop_token stop) {
     std::optional<placement> at;
-    const auto st = send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, deadline, stop);
+    const auto st =
+        send_loop([&] { return (at = place(bytes)).has_value(); }, bytes, deadline, stop);
     if (st != channel_status::ok) return loan(nullptr, nullptr, 0, 0);
     return loan(this, payload(at->pos), bytes, at->pos);
   }
@@ -684,7 +698,8 @@ class shm_ring {
     return producer_lost();
   }
 
-  view peek_impl(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token stop) {
+  view peek_impl(std::optional<std::chrono::steady_clock::time_point> deadline,
+                 std::stop_token stop) {
     claim_consumer();
     for (;;) {
       if (auto v = front()) return std::move(*v);
@@ -694,9 +709,7 @@ class shm_ring {
       }
       const auto st = detail::wait_until_ready(
           ctl_->consumer_sleeping,
-          [&] {
-            return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head;
-          },
+          [&] { return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head; },
           [&] { return producer_lost(); }, deadline, stop, spin_);
       if (st != channel_status::ok) {
         if (auto v = front()) return std::move(*v);  // completed just before it died
