@@ -379,7 +379,7 @@ class shm_ring {
     return ctl_->closed.load(std::memory_order_acquire) != 0;
   }
   /// Sets how many times a waiting call of this handle polls before it sleeps in
-  /// the kernel (default 2000, a few microseconds; 0 sleeps at once, which saves CPU
+  /// the kernel (default 500, about 10 microseconds; 0 sleeps at once, which saves CPU
   /// when the other side is slow to answer).
   /// @param rounds polls before sleeping.
   void set_spin(int rounds) noexcept { spin_ = rounds < 0 ? 0 : rounds; }
