@@ -7,6 +7,10 @@
 /// with futex_waitv. The coroutine resumes on that shared thread: keep the code after
 /// the `co_await` short, or `co_await pool.schedule()` first. Included by every
 /// channel header; asio users see ptk/ipc_asio.hpp.
+///
+/// The watcher and reactor threads belong to the process that started them: a child
+/// made with a bare fork() (which copies only the calling thread) must not use
+/// asynchronous receives; children started with ptk::spawn are new programs and can.
 #pragma once
 
 #include <ptk/config.hpp>

@@ -179,7 +179,9 @@ class pipe {
   // ---- state ----
 
   /// Tells the peer nothing more will be sent (it drains, then sees `closed`).
-  /// This endpoint's sends return `closed` from now on; it can still receive.
+  /// This endpoint's sends return `closed` from now on; it can still receive. The
+  /// close marker travels behind the messages already sent, so close() waits while
+  /// the socket is full (a dead peer ends that wait at once).
   void close() {
     if (sent_close_ || !fd_) return;
     sent_close_ = true;

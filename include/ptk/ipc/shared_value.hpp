@@ -162,11 +162,19 @@ class shared_value {
   }
   /// Runs `f(T&)` on a copy under the process-shared lock and stores the result
   /// with one final write, so a process killed in the middle changes nothing.
+  /// Updates are atomic with respect to each other (and to load/store of a T that
+  /// is not lock-free); a lock-free fetch_add running at the same time as an update
+  /// may be overwritten by it, so use one style per value.
   /// @param f the update. @return what `f` returns.
   template <class F>
   decltype(auto) update(F&& f) {
     return e_.locked([&]() -> decltype(auto) {
-      T copy = *e_.data_;
+      T copy;
+      if constexpr (lock_free) {
+        copy = std::atomic_ref<T>(*e_.data_).load();  // fetch_add does not take the lock
+      } else {
+        copy = *e_.data_;
+      }
       struct commit {
         shared_value* self;
         T& copy;
