@@ -753,6 +753,21 @@ class process_pool {
   // ---- the supervisor thread: the only one touching workers_ and pending_ ----
 
   void supervise() {
+    try {
+      serve_tasks();
+    } catch (const std::exception& e) {  // the OS refused something the pool cannot do without
+      broken_reason_ = std::string("ptk::process_pool: supervisor failed: ") + e.what();
+      broken_.store(true);
+      const std::lock_guard lock(m_);
+      stop_ = stop_state::immediate;
+    }
+    try {
+      stop_all();
+    } catch (...) {  // nothing left to report to: the workers are killed by their death signal
+    }
+  }
+
+  void serve_tasks() {
     for (;;) {
       stop_state stop;
       {
@@ -775,7 +790,6 @@ class process_pool {
       dispatch();
       wait_and_handle();
     }
-    stop_all();
   }
 
   std::size_t live_workers() const {

@@ -1,4 +1,5 @@
 #include <ptk/process/process.hpp>
+#include <ptk/process/run.hpp>
 #include <ptk/process_pool.hpp>
 
 #include <signal.h>
@@ -89,6 +90,20 @@ static void nothing() {}
 PTK_REMOTE(nothing);
 
 static int not_registered(int n) { return n; }
+
+// A mode of this binary in which nothing calls serve_if_worker() before the pool: its
+// workers (the same binary, with the same environment) start serving in the pool's
+// constructor, as Python's spawn start method re-runs the main module.
+[[maybe_unused]] static const bool pool_constructor_mode = [] {
+  if (std::getenv("PTK_TEST_POOL_CONSTRUCTOR") == nullptr) return false;
+  const bool worker = std::getenv("PTK_PROCESS_POOL_WORKER_FD") != nullptr;
+  std::printf("main before the pool runs in %s\n", worker ? "a worker" : "the parent");
+  std::fflush(stdout);
+  ptk::process_pool pool{{.workers = 1}};  // a worker serves from here, never returns
+  std::printf("result %d\n", pool.submit(twice, 21).get());
+  std::fflush(stdout);
+  std::_Exit(0);
+}();
 
 // The unit-test binary is a Catch2 program whose main we do not own, so workers
 // start serving here, at static initialisation: every registration above is already
@@ -361,4 +376,15 @@ TEST_CASE("process_pool: workers die with a parent that is killed", "[process_po
   parent.signal(SIGKILL);
   CHECK(parent.wait().signal() == SIGKILL);
   CHECK(eventually([&] { return process_gone(worker); }));
+}
+
+TEST_CASE("process_pool: without serve_if_worker, a worker starts serving at the pool's constructor",
+          "[process_pool]") {
+  ptk::run_options options;
+  options.timeout = std::chrono::seconds(60);
+  const auto r = ptk::run(ptk::command("/proc/self/exe").env("PTK_TEST_POOL_CONSTRUCTOR", "1"), options);
+  CHECK(r.status.success());
+  CHECK(r.out.find("main before the pool runs in the parent\n") != std::string::npos);
+  CHECK(r.out.find("main before the pool runs in a worker\n") != std::string::npos);  // documented
+  CHECK(r.out.find("result 42\n") != std::string::npos);
 }
