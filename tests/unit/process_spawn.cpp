@@ -119,11 +119,16 @@ TEST_CASE("parent_death_signal kills the grandchild when its parent process dies
     }
     return;
   }
-  family f = start_family(SIGKILL);
-  CHECK_FALSE(exits_within(f.grandchild_pidfd.get(), 0ms));  // alive while its parent is
-  f.go.reset();
-  CHECK(ptk::test::wait_exit_code(f.intermediate) == 0);
-  CHECK(exits_within(f.grandchild_pidfd.get(), 10s));
+  const int fds = ptk::test::open_fd_count();
+  {
+    family f = start_family(SIGKILL);
+    CHECK_FALSE(exits_within(f.grandchild_pidfd.get(), 0ms));  // alive while its parent is
+    f.go.reset();
+    CHECK(ptk::test::wait_exit_code(f.intermediate) == 0);
+    CHECK(exits_within(f.grandchild_pidfd.get(), 10s));
+  }
+  CHECK(ptk::test::open_fd_count() == fds);
+  CHECK(zombie_children() == 0);
 }
 
 TEST_CASE("without parent_death_signal the grandchild outlives its parent") {
