@@ -37,9 +37,8 @@ ptk::task<int> fetch(ptk::timer_queue& timers, std::string name, std::chrono::mi
 
 ptk::task<int> gather(ptk::timer_queue& timers) {
   // All three start at once; the tuple holds their results in argument order.
-  auto [a, b, c] = co_await ptk::when_all(fetch(timers, "users", 300ms),
-                                          fetch(timers, "orders", 200ms),
-                                          fetch(timers, "stock", 100ms));
+  auto [a, b, c] = co_await ptk::when_all(
+      fetch(timers, "users", 300ms), fetch(timers, "orders", 200ms), fetch(timers, "stock", 100ms));
   co_return a + b + c;
 }
 

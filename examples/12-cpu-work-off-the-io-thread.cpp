@@ -62,8 +62,7 @@ const char* where(asio::io_context& io, ptk::thread_pool& pool) {
 }
 
 // A request handler: parse on the io thread, compute, reply on the io thread.
-ptk::task<void> handle(asio::io_context& io, ptk::thread_pool& pool, heartbeat& h,
-                       bool offload) {
+ptk::task<void> handle(asio::io_context& io, ptk::thread_pool& pool, heartbeat& h, bool offload) {
   co_await ptk::schedule_on(io);
   std::printf("  request parsed on the %s\n", where(io, pool));
   const int before = h.ticks.load();

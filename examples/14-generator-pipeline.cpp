@@ -46,7 +46,8 @@ ptk::generator<request> parse(ptk::generator<std::string_view> in) {
   for (std::string_view line : in) {
     char path[128] = {};
     request r;
-    if (std::sscanf(std::string(line).c_str(), "%*s %127s %d %ld", path, &r.status, &r.bytes) == 3) {
+    if (std::sscanf(std::string(line).c_str(), "%*s %127s %d %ld", path, &r.status, &r.bytes) ==
+        3) {
       r.path = path;
       co_yield r;
     }

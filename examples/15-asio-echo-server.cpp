@@ -38,12 +38,14 @@ ptk::task<void> session(tcp::socket socket, int id) {
   for (;;) {
     std::size_t n = 0;
     try {
-      n = co_await ptk::await_asio(ex, socket.async_read_some(asio::buffer(buf), asio::use_awaitable));
+      n = co_await ptk::await_asio(ex,
+                                   socket.async_read_some(asio::buffer(buf), asio::use_awaitable));
     } catch (const std::system_error& e) {
       if (e.code() != asio::error::eof) throw;
       break;  // the client closed its side
     }
-    co_await ptk::await_asio(ex, asio::async_write(socket, asio::buffer(buf, n), asio::use_awaitable));
+    co_await ptk::await_asio(ex,
+                             asio::async_write(socket, asio::buffer(buf, n), asio::use_awaitable));
     echoed += n;
   }
   std::printf("server: session %d done, echoed %zu bytes\n", id, echoed);

@@ -435,10 +435,11 @@ class asio_run_driver {
     try {
       if constexpr (std::is_void_v<T>) {
         h.destroy();
-        deliver(inside_initiation, work, [handler = std::move(handler), error, clear_slot]() mutable {
-          if (clear_slot) asio::get_associated_cancellation_slot(handler).clear();
-          std::move(handler)(error);
-        });
+        deliver(inside_initiation, work,
+                [handler = std::move(handler), error, clear_slot]() mutable {
+                  if (clear_slot) asio::get_associated_cancellation_slot(handler).clear();
+                  std::move(handler)(error);
+                });
       } else {
         std::optional<T> value;
         if (!error) {
@@ -449,12 +450,12 @@ class asio_run_driver {
           }
         }
         h.destroy();
-        deliver(inside_initiation, work,
-                [handler = std::move(handler), error, clear_slot,
-                 value = std::move(value)]() mutable {
-                  if (clear_slot) asio::get_associated_cancellation_slot(handler).clear();
-                  std::move(handler)(error, value ? std::move(*value) : T{});
-                });
+        deliver(
+            inside_initiation, work,
+            [handler = std::move(handler), error, clear_slot, value = std::move(value)]() mutable {
+              if (clear_slot) asio::get_associated_cancellation_slot(handler).clear();
+              std::move(handler)(error, value ? std::move(*value) : T{});
+            });
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "ptk::async_run: cannot deliver a result to asio: %s\n", e.what());
@@ -506,6 +507,17 @@ struct initiate_asio_run {
 
 namespace ptk {
 
+/// @brief A task result ptk::async_run can deliver: `void`, or an object type with a
+///        default constructor (asio's completion signature passes one with an error).
+///
+/// @code
+/// static_assert(ptk::async_run_result<int>);
+/// @endcode
+/// @tparam T the type to check.
+template <class T>
+concept async_run_result = std::is_void_v<T> ||
+    (std::is_object_v<T>&& std::default_initializable<T>);
+
 /// @brief Runs a ptk::task as an asio asynchronous operation, completing through
 ///        any asio completion token.
 ///
@@ -540,8 +552,7 @@ namespace ptk {
 /// @param t the task, moved into the operation.
 /// @param token an asio completion token (a handler, use_awaitable, use_future, deferred...).
 /// @return whatever the completion token makes of the operation.
-template <asio_executor Executor, class T, class CompletionToken>
-requires(std::is_void_v<T> || (std::is_object_v<T> && std::default_initializable<T>))
+template <asio_executor Executor, async_run_result T, class CompletionToken>
 auto async_run(const Executor& ex, task<T> t, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, typename detail::asio_run_signature<T>::type>(
       detail::initiate_asio_run<Executor>{ex}, token, std::move(t));
@@ -561,8 +572,7 @@ auto async_run(const Executor& ex, task<T> t, CompletionToken&& token) {
 /// @param t the task, moved into the operation.
 /// @param token an asio completion token.
 /// @return whatever the completion token makes of the operation.
-template <asio_execution_context Context, class T, class CompletionToken>
-requires(std::is_void_v<T> || (std::is_object_v<T> && std::default_initializable<T>))
+template <asio_execution_context Context, async_run_result T, class CompletionToken>
 auto async_run(Context& ctx, task<T> t, CompletionToken&& token) {
   return async_run(ctx.get_executor(), std::move(t), std::forward<CompletionToken>(token));
 }
@@ -584,11 +594,9 @@ auto async_run(Context& ctx, task<T> t, CompletionToken&& token) {
 /// @param t the task, moved into the operation.
 /// @param token an asio completion token.
 /// @return whatever the completion token makes of the operation.
-template <class T, class CompletionToken>
-requires(std::is_void_v<T> || (std::is_object_v<T> && std::default_initializable<T>))
+template <async_run_result T, class CompletionToken>
 auto async_run(task<T> t, CompletionToken&& token) {
-  return async_run(asio::system_executor{}, std::move(t),
-                   std::forward<CompletionToken>(token));
+  return async_run(asio::system_executor{}, std::move(t), std::forward<CompletionToken>(token));
 }
 
 }  // namespace ptk

@@ -146,9 +146,9 @@ TEST_CASE("await_asio with stop already requested does not start the asio awaita
   std::atomic<bool> started{false};
   std::stop_source stop;
   stop.request_stop();
-  CHECK_THROWS_AS(ptk::sync_wait(ptk::await_asio(io.executor(), asio_sleep_long(started)),
-                                 stop.get_token()),
-                  ptk::operation_cancelled);
+  CHECK_THROWS_AS(
+      ptk::sync_wait(ptk::await_asio(io.executor(), asio_sleep_long(started)), stop.get_token()),
+      ptk::operation_cancelled);
   CHECK_FALSE(started.load());
 }
 
@@ -192,12 +192,11 @@ TEST_CASE("async_run with a callback completes on the executor, never inline") {
   std::exception_ptr error;
   int value = 0;
   bool called = false;
-  ptk::async_run(io.get_executor(), seven(),
-                 [&](std::exception_ptr e, int v) {
-                   called = true;
-                   error = e;
-                   value = v;
-                 });
+  ptk::async_run(io.get_executor(), seven(), [&](std::exception_ptr e, int v) {
+    called = true;
+    error = e;
+    value = v;
+  });
   CHECK_FALSE(called);  // the task finished inside async_run: the handler is posted
   io.run();
   CHECK(called);

@@ -202,7 +202,8 @@ TEST_CASE("when_all over a vector of tasks waits for all, then rethrows the firs
   CHECK(finished.load() == 8);
 }
 
-TEST_CASE("when_all over a vector of void tasks gives monostates, children inherit the stop token") {
+TEST_CASE(
+    "when_all over a vector of void tasks gives monostates, children inherit the stop token") {
   std::stop_source stop;
   auto child = []() -> ptk::task<void> {
     const std::stop_token t = co_await ptk::get_stop_token();
