@@ -63,6 +63,12 @@ def load(path):
         value = b["metric"] if metric else to_ns(b["real_time"], b.get("time_unit", "ns"))
         slot = rows.setdefault(scenario, {}).setdefault(impl, {"values": [], "metric": metric})
         slot["values"].append(value)
+        # Peers measured in the same loop as ptk (interleaved) come as "peer:<impl>"
+        # counters in the metric's unit (see benchmarks/support/compare.hpp).
+        for key, peer_value in b.items():
+            if key.startswith("peer:") and metric:
+                peer = rows[scenario].setdefault(key[5:], {"values": [], "metric": True})
+                peer["values"].append(peer_value)
     return data.get("context", {}), rows
 
 
