@@ -202,7 +202,8 @@ inline bool frame_refill(frame_cache& c, std::size_t cls) {
 #else
   constexpr bool use_depot = true;
 #endif
-  if (use_depot && d.bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= frame_depot_limit) {
+  if (use_depot &&
+      d.bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= frame_depot_limit) {
     const std::lock_guard lock(d.mutex[cls - 1]);
 #if defined(PTK_ASAN)
     __asan_unpoison_memory_region(batch, sizeof(frame_block));
@@ -224,8 +225,7 @@ inline bool frame_refill(frame_cache& c, std::size_t cls) {
 }
 
 // The slow half of frame_allocate: thread exiting, oversized, or an empty class.
-[[gnu::noinline]] inline void* frame_allocate_slow(frame_cache& c, std::size_t n,
-                                                   std::size_t cls) {
+[[gnu::noinline]] inline void* frame_allocate_slow(frame_cache& c, std::size_t n, std::size_t cls) {
   if (cls > frame_classes || c.dead) {
     ++c.stats.oversize;
     return ::operator new(n);
