@@ -157,8 +157,8 @@ class task_timeout_error : public process_pool_error {
   std::chrono::milliseconds limit_;
 };
 
-/// @brief The task was cancelled by process_pool::shutdown(shutdown_mode::immediate)
-///        before it finished.
+/// @brief The task was cancelled: by process_pool::shutdown(shutdown_mode::immediate)
+///        before it finished, or by its future's request_stop() before it started.
 class task_cancelled_error : public process_pool_error {
  public:
   task_cancelled_error() : process_pool_error("ptk::process_pool: task cancelled by an immediate shutdown") {}
@@ -399,6 +399,8 @@ class remote_sink {
   virtual void publish() noexcept = 0;  // fulfils the future with the staged result
   virtual void fail_with(std::exception_ptr e) noexcept = 0;
   virtual void drop() noexcept = 0;  // the pool's reference
+  // Whether the future's request_stop() was called (checked before dispatch).
+  [[nodiscard]] virtual bool cancel_requested() const noexcept = 0;
 
  protected:
   ~remote_sink() = default;
@@ -407,7 +409,7 @@ class remote_sink {
 template <class R>
 class remote_state final : public future_state<R>, public remote_sink {
  public:
-  remote_state() : future_state<R>(&remote_state::destroy) {}
+  remote_state() : future_state<R>(&remote_state::destroy) { this->stop_ = std::stop_source(); }
 
   std::exception_ptr stage(std::span<const std::byte> result) noexcept override {
     try {
@@ -430,6 +432,7 @@ class remote_state final : public future_state<R>, public remote_sink {
   }
   void fail_with(std::exception_ptr e) noexcept override { this->fail(std::move(e)); }
   void drop() noexcept override { this->release(); }
+  [[nodiscard]] bool cancel_requested() const noexcept override { return this->stop_.stop_requested(); }
 
  private:
   ~remote_state() = default;
@@ -605,7 +608,9 @@ class process_pool {
   /// @param args its arguments, converted to its parameter types and encoded here.
   /// @return the future result; its get() rethrows ptk::remote_error,
   ///         ptk::worker_crash_error, ptk::task_timeout_error or
-  ///         ptk::task_cancelled_error.
+  ///         ptk::task_cancelled_error. Its request_stop() cancels the task if no
+  ///         worker has started it yet (a running task is not interrupted: use
+  ///         task_timeout for that).
   /// @throws std::invalid_argument if `f` is not registered.
   /// @throws ptk::process_pool_error after shutdown().
   /// @tparam R the result type. @tparam P the parameter types. @tparam A the argument types.
@@ -866,6 +871,13 @@ class process_pool {
   void dispatch() {
     while (!pending_.empty()) {
       detail::pool_call& c = pending_.front();
+      if (c.sink->cancel_requested()) {  // future.request_stop() before the task started
+        detail::pool_call cancelled = std::move(c);
+        pending_.pop_front();
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+        fail_call(cancelled, std::make_exception_ptr(task_cancelled_error()));
+        continue;
+      }
       worker* w = pick_worker(c);
       if (w == nullptr) return;
       const std::uint64_t id = ++next_id_;

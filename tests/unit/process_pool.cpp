@@ -1,6 +1,7 @@
 #include <ptk/process/process.hpp>
 #include <ptk/process/run.hpp>
 #include <ptk/process_pool.hpp>
+#include <ptk/thread/thread_pool.hpp>
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -387,4 +388,34 @@ TEST_CASE("process_pool: without serve_if_worker, a worker starts serving at the
   CHECK(r.out.find("main before the pool runs in the parent\n") != std::string::npos);
   CHECK(r.out.find("main before the pool runs in a worker\n") != std::string::npos);  // documented
   CHECK(r.out.find("result 42\n") != std::string::npos);
+}
+
+TEST_CASE("process_pool: request_stop on a future cancels its task before it starts", "[process_pool]") {
+  ptk::process_pool pool{{.workers = 1, .task_timeout = 1s, .prefetch = 1}};
+  auto stuck = pool.submit(blocks_forever, 0);  // holds the only worker until its timeout
+  auto queued = pool.submit(twice, 1);
+  auto kept = pool.submit(twice, 2);
+  CHECK(queued.request_stop());
+  CHECK_THROWS_AS(queued.get(), ptk::task_cancelled_error);
+  CHECK(kept.get() == 4);
+  CHECK_THROWS_AS(stuck.get(), ptk::task_timeout_error);
+  CHECK(pool.stats().tasks_failed == 2);
+}
+
+TEST_CASE("process_pool: works from the tasks of a busy thread_pool", "[process_pool]") {
+  ptk::thread_pool threads(4);
+  ptk::process_pool pool{{.workers = 2}};
+  std::vector<ptk::future<int>> outer;
+  for (int t = 0; t < 8; ++t) {
+    outer.push_back(threads.submit([&pool, t] {
+      int sum = 0;
+      for (int i = 0; i < 50; ++i) sum += pool.submit(twice, t * 100 + i).get();
+      return sum;
+    }));
+  }
+  for (int t = 0; t < 8; ++t) {
+    int expected = 0;
+    for (int i = 0; i < 50; ++i) expected += 2 * (t * 100 + i);
+    CHECK(outer[static_cast<std::size_t>(t)].get() == expected);
+  }
 }
