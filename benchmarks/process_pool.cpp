@@ -60,13 +60,15 @@ const std::map<std::string, double>& python_rows() {
   return rows;
 }
 
-void add_python(benchmark::State& state, const std::string& scenario, const std::string& peer = "python_pool") {
+void add_python(benchmark::State& state, const std::string& scenario,
+                const std::string& peer = "python_pool") {
   const auto& rows = python_rows();
   if (auto it = rows.find(scenario); it != rows.end()) state.counters["peer:" + peer] = it->second;
 }
 
 double ns_per(steady::duration d, double units) {
-  return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) / units;
+  return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) /
+         units;
 }
 
 void BM_latency(benchmark::State& state) {
@@ -169,7 +171,8 @@ void BM_startup(benchmark::State& state) {
   for (auto _ : state) {
     const auto t0 = steady::now();
     ptk::process_pool pool{{.workers = 4}};
-    if (!pool.wait_ready_for(std::chrono::seconds(30))) state.SkipWithError("workers did not start");
+    if (!pool.wait_ready_for(std::chrono::seconds(30)))
+      state.SkipWithError("workers did not start");
     total += steady::now() - t0;
   }
   state.counters["metric"] = ns_per(total, static_cast<double>(state.iterations()));
@@ -191,7 +194,10 @@ void BM_startup_one(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_latency)->Name("BM_pool_latency_trivial/ptk_process_pool")->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_latency)
+    ->Name("BM_pool_latency_trivial/ptk_process_pool")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_throughput)
     ->Name("BM_pool_throughput_trivial_2w/ptk_process_pool_prefetch64")
     ->UseRealTime()
@@ -202,10 +208,25 @@ BENCHMARK(BM_throughput_default_prefetch)
     ->UseRealTime()
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_fib25)->Name("BM_pool_fib25_x16_2w/ptk_process_pool")->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_fib30)->Name("BM_pool_fib30_x8/ptk_process_pool")->UseRealTime()->Iterations(5)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_startup)->Name("BM_pool_startup_4w/ptk_process_pool")->UseRealTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_startup_one)->Name("BM_pool_startup_1w/ptk_process_pool")->UseRealTime()->Iterations(20)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_fib25)
+    ->Name("BM_pool_fib25_x16_2w/ptk_process_pool")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_fib30)
+    ->Name("BM_pool_fib30_x8/ptk_process_pool")
+    ->UseRealTime()
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_startup)
+    ->Name("BM_pool_startup_4w/ptk_process_pool")
+    ->UseRealTime()
+    ->Iterations(10)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_startup_one)
+    ->Name("BM_pool_startup_1w/ptk_process_pool")
+    ->UseRealTime()
+    ->Iterations(20)
+    ->Unit(benchmark::kMillisecond);
 
 // Workers are this program re-executed: they serve from the first line of main.
 int main(int argc, char** argv) {

@@ -67,7 +67,8 @@ int main() {
   const auto s0 = steady::now();
   pool.wait_ready_for(std::chrono::seconds(30));
   const auto startup = steady::now() - s0;
-  std::printf("process pool: %zu workers started and serving in %.1f ms; pids:", pool.size(), ms(startup));
+  std::printf("process pool: %zu workers started and serving in %.1f ms; pids:", pool.size(),
+              ms(startup));
   std::vector<ptk::future<int>> pids;
   for (std::size_t i = 0; i < pool.size() * 2; ++i) pids.push_back(pool.submit(worker_pid));
   for (auto& p : pids) std::printf(" %d", p.get());
@@ -87,7 +88,7 @@ int main() {
               thread_sum == process_sum ? "yes" : "NO", ms(process_time) / ms(thread_time));
   const auto s = pool.stats();
   std::printf("pool stats: %llu tasks done, %llu failed, %zu workers alive\n",
-              static_cast<unsigned long long>(s.tasks_done), static_cast<unsigned long long>(s.tasks_failed),
-              s.workers_alive);
+              static_cast<unsigned long long>(s.tasks_done),
+              static_cast<unsigned long long>(s.tasks_failed), s.workers_alive);
   return thread_sum == process_sum ? 0 : 1;
 }

@@ -27,13 +27,20 @@ enum action : int { compute, segfault, abort_, kill9, throw_, hang };
 
 int risky(int what, int x) {
   switch (what) {
-    case segfault: ::raise(SIGSEGV); break;  // what a null dereference ends in
-    case abort_: std::abort();
-    case kill9: ::raise(SIGKILL); break;  // as the OOM killer would
-    case throw_: throw std::out_of_range("input " + std::to_string(x) + " is out of range");
+    case segfault:
+      ::raise(SIGSEGV);
+      break;  // what a null dereference ends in
+    case abort_:
+      std::abort();
+    case kill9:
+      ::raise(SIGKILL);
+      break;  // as the OOM killer would
+    case throw_:
+      throw std::out_of_range("input " + std::to_string(x) + " is out of range");
     case hang:
       for (;;) ::pause();
-    default: break;
+    default:
+      break;
   }
   return x * x;
 }
@@ -49,9 +56,11 @@ int main() {
   using namespace std::chrono_literals;
   ptk::process_pool pool{{.workers = 2, .task_timeout = 500ms}};
 
-  const std::vector<int> plan = {compute, segfault, compute, abort_, throw_, compute, kill9, hang, compute};
+  const std::vector<int> plan = {compute, segfault, compute, abort_, throw_,
+                                 compute, kill9,    hang,    compute};
   std::vector<ptk::future<int>> fs;
-  for (std::size_t i = 0; i < plan.size(); ++i) fs.push_back(pool.submit(risky, plan[i], static_cast<int>(i)));
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    fs.push_back(pool.submit(risky, plan[i], static_cast<int>(i)));
 
   for (std::size_t i = 0; i < plan.size(); ++i) {
     std::printf("task %zu (%-8s) -> ", i, names[plan[i]]);
@@ -62,7 +71,8 @@ int main() {
     } catch (const ptk::remote_error& e) {
       std::printf("threw %s: %s\n", e.type_name().c_str(), e.message().c_str());
     } catch (const ptk::task_timeout_error& e) {
-      std::printf("timed out after %lld ms; its worker was killed\n", static_cast<long long>(e.timeout().count()));
+      std::printf("timed out after %lld ms; its worker was killed\n",
+                  static_cast<long long>(e.timeout().count()));
     }
   }
 
@@ -72,9 +82,12 @@ int main() {
   std::printf("\nafter all that, the pool still computes: %d %d\n", a.get(), b.get());
 
   const auto s = pool.stats();
-  std::printf("stats: done %llu, failed %llu, crashes %llu, timeouts %llu, restarts %llu, workers alive %zu\n",
-              static_cast<unsigned long long>(s.tasks_done), static_cast<unsigned long long>(s.tasks_failed),
-              static_cast<unsigned long long>(s.crashes), static_cast<unsigned long long>(s.timeouts),
-              static_cast<unsigned long long>(s.restarts), s.workers_alive);
+  std::printf(
+      "stats: done %llu, failed %llu, crashes %llu, timeouts %llu, restarts %llu, workers alive "
+      "%zu\n",
+      static_cast<unsigned long long>(s.tasks_done),
+      static_cast<unsigned long long>(s.tasks_failed), static_cast<unsigned long long>(s.crashes),
+      static_cast<unsigned long long>(s.timeouts), static_cast<unsigned long long>(s.restarts),
+      s.workers_alive);
   return s.crashes == 3 && s.timeouts == 1 ? 0 : 1;
 }

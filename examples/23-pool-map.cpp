@@ -60,11 +60,13 @@ int main() {
   const std::vector<int> counts = pool.map(primes_below, limits);
   const auto took = std::chrono::steady_clock::now() - t0;
   std::printf("primes below n, in input order (the first input is the slowest):\n");
-  for (std::size_t i = 0; i < limits.size(); ++i) std::printf("  n = %6d: %5d primes\n", limits[i], counts[i]);
+  for (std::size_t i = 0; i < limits.size(); ++i)
+    std::printf("  n = %6d: %5d primes\n", limits[i], counts[i]);
   std::printf("  (%.1f ms on %zu worker processes)\n\n",
               std::chrono::duration<double, std::milli>(took).count(), pool.size());
 
-  const std::vector<std::string> texts = {"the cat sat on the mat", "to be or not to be", "a a a b"};
+  const std::vector<std::string> texts = {"the cat sat on the mat", "to be or not to be",
+                                          "a a a b"};
   const auto words = pool.map(distinct_words, texts);
   std::printf("distinct words of each text:\n");
   for (std::size_t i = 0; i < texts.size(); ++i) {
@@ -76,6 +78,7 @@ int main() {
   const auto pids = pool.map(worker_pid, std::vector<int>(40, 0));
   const std::set<int> distinct(pids.begin(), pids.end());
   std::printf("\n40 tiny tasks ran in %zu different worker processes (none of them this one: %s)\n",
-              distinct.size(), distinct.count(static_cast<int>(::getpid())) == 0 ? "right" : "WRONG");
+              distinct.size(),
+              distinct.count(static_cast<int>(::getpid())) == 0 ? "right" : "WRONG");
   return counts[0] == 17984 && distinct.count(static_cast<int>(::getpid())) == 0 ? 0 : 1;
 }

@@ -130,7 +130,8 @@ class worker_crash_error : public process_pool_error {
  public:
   /// @param status how the worker ended.
   explicit worker_crash_error(const exit_status& status)
-      : process_pool_error("ptk::process_pool: worker " + status.to_string() + " while running the task"),
+      : process_pool_error("ptk::process_pool: worker " + status.to_string() +
+                           " while running the task"),
         status_(status) {}
   /// @return how the worker ended.
   [[nodiscard]] const exit_status& status() const noexcept { return status_; }
@@ -147,8 +148,8 @@ class task_timeout_error : public process_pool_error {
  public:
   /// @param limit the timeout that was exceeded.
   explicit task_timeout_error(std::chrono::milliseconds limit)
-      : process_pool_error("ptk::process_pool: task exceeded its timeout of " + std::to_string(limit.count()) +
-                           " ms; its worker was killed"),
+      : process_pool_error("ptk::process_pool: task exceeded its timeout of " +
+                           std::to_string(limit.count()) + " ms; its worker was killed"),
         limit_(limit) {}
   /// @return the timeout that was exceeded.
   [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return limit_; }
@@ -161,7 +162,8 @@ class task_timeout_error : public process_pool_error {
 ///        before it finished, or by its future's request_stop() before it started.
 class task_cancelled_error : public process_pool_error {
  public:
-  task_cancelled_error() : process_pool_error("ptk::process_pool: task cancelled by an immediate shutdown") {}
+  task_cancelled_error()
+      : process_pool_error("ptk::process_pool: task cancelled by an immediate shutdown") {}
 };
 
 // ---------------------------------------------------------------------------
@@ -171,12 +173,13 @@ class task_cancelled_error : public process_pool_error {
 namespace detail {
 
 using erased_fn = void (*)();
-using remote_invoker = void (*)(erased_fn fn, std::span<const std::byte> args, std::vector<std::byte>& out);
+using remote_invoker = void (*)(erased_fn fn, std::span<const std::byte> args,
+                                std::vector<std::byte>& out);
 
 template <class P>
-inline constexpr bool remote_param_ok = encodable<std::remove_cvref_t<P>> &&
-                                        !(std::is_lvalue_reference_v<P> &&
-                                          !std::is_const_v<std::remove_reference_t<P>>);
+inline constexpr bool remote_param_ok =
+    encodable<std::remove_cvref_t<P>> &&
+    !(std::is_lvalue_reference_v<P> && !std::is_const_v<std::remove_reference_t<P>>);
 
 template <class R, class... P>
 constexpr void check_remote_signature() {
@@ -244,13 +247,15 @@ void invoke_remote(erased_fn fn, std::span<const std::byte> args, std::vector<st
   for (auto& part : parts) part = in.take(in.pod<std::uint64_t>());
   if (!in.in.empty()) throw codec_error("process_pool: more arguments than the function takes");
   [&]<std::size_t... I>(std::index_sequence<I...>) {
-    std::tuple<std::remove_cvref_t<P>...> values{codec<std::remove_cvref_t<P>>::decode(parts[I])...};
+    std::tuple<std::remove_cvref_t<P>...> values{
+        codec<std::remove_cvref_t<P>>::decode(parts[I])...};
     if constexpr (std::is_void_v<R>) {
       f(std::get<I>(std::move(values))...);
     } else {
       put_value<R>(out, f(std::get<I>(std::move(values))...));
     }
-  }(std::index_sequence_for<P...>{});
+  }
+  (std::index_sequence_for<P...>{});
 }
 
 /// The functions a program registered with PTK_REMOTE, by name and by address.
@@ -292,8 +297,9 @@ class remote_registry {
           "add PTK_REMOTE(its_name); at namespace scope next to its definition");
     }
     if (by_name_.find(it->second)->second.ambiguous) {
-      throw std::invalid_argument("ptk::process_pool::submit: two different functions were registered as '" +
-                                  it->second + "'; give one of them another name");
+      throw std::invalid_argument(
+          "ptk::process_pool::submit: two different functions were registered as '" + it->second +
+          "'; give one of them another name");
     }
     return it->second;
   }
@@ -328,7 +334,8 @@ inline constexpr std::size_t pipelined_bytes_limit = 64 * 1024;
 
 inline std::string demangle(const char* mangled) {
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  std::unique_ptr<char, void (*)(void*)> out(
+      abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
   return status == 0 && out ? std::string(out.get()) : std::string(mangled);
 }
 
@@ -356,7 +363,8 @@ inline void put_error(std::vector<std::byte>& out, std::uint64_t id, const std::
       byte_reader in{*request};
       std::uint64_t id = 0;
       try {
-        if (in.pod<pool_msg>() != pool_msg::task) throw codec_error("process_pool: unexpected message kind");
+        if (in.pod<pool_msg>() != pool_msg::task)
+          throw codec_error("process_pool: unexpected message kind");
         id = in.pod<std::uint64_t>();
         const std::string_view name = in.text(in.pod<std::uint32_t>());
         const auto e = remote_registry::instance().find(name);
@@ -372,7 +380,8 @@ inline void put_error(std::vector<std::byte>& out, std::uint64_t id, const std::
         put_error(reply, id, demangle(typeid(ex).name()), ex.what());
       } catch (...) {
         const std::type_info* t = abi::__cxa_current_exception_type();
-        put_error(reply, id, t != nullptr ? demangle(t->name()) : "unknown", "(not a std::exception)");
+        put_error(reply, id, t != nullptr ? demangle(t->name()) : "unknown",
+                  "(not a std::exception)");
       }
       if (ch.send(reply) != channel_status::ok) break;
     }
@@ -432,13 +441,16 @@ class remote_state final : public future_state<R>, public remote_sink {
   }
   void fail_with(std::exception_ptr e) noexcept override { this->fail(std::move(e)); }
   void drop() noexcept override { this->release(); }
-  [[nodiscard]] bool cancel_requested() const noexcept override { return this->stop_.stop_requested(); }
+  [[nodiscard]] bool cancel_requested() const noexcept override {
+    return this->stop_.stop_requested();
+  }
 
  private:
   ~remote_state() = default;
   static void destroy(future_state<R>* s) noexcept { delete static_cast<remote_state*>(s); }
 
-  [[no_unique_address]] std::conditional_t<std::is_void_v<R>, std::monostate, std::optional<R>> staged_;
+  [[no_unique_address]] std::conditional_t<std::is_void_v<R>, std::monostate, std::optional<R>>
+      staged_;
 };
 
 // One submitted task on its way: the encoded request and the future to fulfil.
@@ -469,6 +481,7 @@ inline std::vector<std::string> own_arguments() {
 
 }  // namespace detail
 
+// clang-format off
 /// @brief Registers a function to run in a ptk::process_pool, under its own name.
 ///
 /// Write it at namespace scope, after the function's declaration, in a file of the
@@ -480,10 +493,9 @@ inline std::vector<std::string> own_arguments() {
 /// The parameters and the result must have a ptk::codec; a compile error says so
 /// otherwise. Overloaded functions cannot be registered this way.
 /// @param fn the function's name.
-#define PTK_REMOTE(fn)                                                                         \
-  [[maybe_unused]] static const ::ptk::detail::remote_registrar PTK_POOL_CAT(ptk_remote_, __COUNTER__) { \
-    #fn, &fn                                                                                    \
-  }
+#define PTK_REMOTE(fn) \
+  [[maybe_unused]] static const ::ptk::detail::remote_registrar PTK_POOL_CAT(ptk_remote_, __COUNTER__){#fn, &fn}
+// clang-format on
 
 /// @brief Pastes two tokens after expanding them (used by PTK_REMOTE).
 /// @param a the first token. @param b the second token.
@@ -524,15 +536,17 @@ enum class shutdown_mode {
 
 /// @brief A snapshot of a pool's activity, for a metrics endpoint.
 struct process_pool_stats {
-  std::size_t workers_alive = 0;     ///< workers started and serving
-  std::size_t tasks_queued = 0;      ///< submitted, not yet sent to a worker
-  std::size_t tasks_running = 0;     ///< sent to a worker (running, or prefetched behind a running one)
-  std::uint64_t tasks_done = 0;      ///< finished with a result
-  std::uint64_t tasks_failed = 0;    ///< finished with an error: exception, crash, timeout, cancellation
-  std::uint64_t crashes = 0;         ///< workers that died on their own (signal or exit)
-  std::uint64_t timeouts = 0;        ///< workers killed for a task past task_timeout
-  std::uint64_t recycled = 0;        ///< workers retired after max_tasks_per_worker tasks
-  std::uint64_t restarts = 0;        ///< workers started to replace a crashed, killed or retired one
+  std::size_t workers_alive = 0;  ///< workers started and serving
+  std::size_t tasks_queued = 0;   ///< submitted, not yet sent to a worker
+  std::size_t tasks_running =
+      0;                         ///< sent to a worker (running, or prefetched behind a running one)
+  std::uint64_t tasks_done = 0;  ///< finished with a result
+  std::uint64_t tasks_failed =
+      0;                       ///< finished with an error: exception, crash, timeout, cancellation
+  std::uint64_t crashes = 0;   ///< workers that died on their own (signal or exit)
+  std::uint64_t timeouts = 0;  ///< workers killed for a task past task_timeout
+  std::uint64_t recycled = 0;  ///< workers retired after max_tasks_per_worker tasks
+  std::uint64_t restarts = 0;  ///< workers started to replace a crashed, killed or retired one
 };
 
 /// @brief A pool of worker processes running registered functions: Python's
@@ -617,8 +631,10 @@ class process_pool {
   template <class R, class... P, class... A>
   future<R> submit(R (*f)(P...), A&&... args) {
     detail::check_remote_signature<R, P...>();
-    static_assert(sizeof...(A) == sizeof...(P), "ptk::process_pool::submit: wrong number of arguments");
-    const std::string& name = detail::remote_registry::instance().name_of(reinterpret_cast<detail::erased_fn>(f));
+    static_assert(sizeof...(A) == sizeof...(P),
+                  "ptk::process_pool::submit: wrong number of arguments");
+    const std::string& name =
+        detail::remote_registry::instance().name_of(reinterpret_cast<detail::erased_fn>(f));
     detail::pool_call call;
     encode_request<std::remove_cvref_t<P>...>(call.request, name, std::forward<A>(args)...);
     auto* state = new detail::remote_state<R>();
@@ -798,12 +814,13 @@ class process_pool {
       if (stop == stop_state::immediate) break;
       if (broken_.load()) {
         queued_.fetch_sub(pending_.size(), std::memory_order_relaxed);
-        for (auto& c : pending_) fail_call(c, std::make_exception_ptr(process_pool_error(broken_reason_)));
+        for (auto& c : pending_)
+          fail_call(c, std::make_exception_ptr(process_pool_error(broken_reason_)));
         pending_.clear();
       }
-      const bool work_left = !pending_.empty() || std::any_of(workers_.begin(), workers_.end(), [](auto& w) {
-        return !w->in_flight.empty();
-      });
+      const bool work_left =
+          !pending_.empty() || std::any_of(workers_.begin(), workers_.end(),
+                                           [](auto& w) { return !w->in_flight.empty(); });
       if (stop == stop_state::graceful && !work_left) break;
       spawn_missing();
       dispatch();
@@ -812,8 +829,8 @@ class process_pool {
   }
 
   std::size_t live_workers() const {
-    return static_cast<std::size_t>(
-        std::count_if(workers_.begin(), workers_.end(), [](auto& w) { return !w->retiring && !w->dead; }));
+    return static_cast<std::size_t>(std::count_if(
+        workers_.begin(), workers_.end(), [](auto& w) { return !w->retiring && !w->dead; }));
   }
 
   void spawn_missing() {
@@ -846,9 +863,10 @@ class process_pool {
 
   void start_failed(const std::string& why) {
     if (++start_failures_ >= 3 && alive_.load() == 0) {
-      broken_reason_ = "ptk::process_pool: workers fail to start (" + why +
-                       "); does main() reach the pool, or call ptk::process_pool::serve_if_worker(), "
-                       "the same way in a worker?";
+      broken_reason_ =
+          "ptk::process_pool: workers fail to start (" + why +
+          "); does main() reach the pool, or call ptk::process_pool::serve_if_worker(), "
+          "the same way in a worker?";
       broken_.store(true);
       notify_ready();
     }
@@ -857,10 +875,13 @@ class process_pool {
   worker* pick_worker(const detail::pool_call& c) {
     worker* best = nullptr;
     for (auto& w : workers_) {
-      if (!w->ready || w->lost || w->retiring || w->dead || w->in_flight.size() >= options_.prefetch) continue;
+      if (!w->ready || w->lost || w->retiring || w->dead ||
+          w->in_flight.size() >= options_.prefetch)
+        continue;
       if (options_.max_tasks_per_worker != 0 && w->sent >= options_.max_tasks_per_worker) continue;
-      if (!w->in_flight.empty() && (c.request.size() > detail::pipelined_request_limit ||
-                                    w->in_flight_bytes + c.request.size() > detail::pipelined_bytes_limit)) {
+      if (!w->in_flight.empty() &&
+          (c.request.size() > detail::pipelined_request_limit ||
+           w->in_flight_bytes + c.request.size() > detail::pipelined_bytes_limit)) {
         continue;
       }
       if (best == nullptr || w->in_flight.size() < best->in_flight.size()) best = w.get();
@@ -904,11 +925,13 @@ class process_pool {
     for (auto& w : workers_) {
       pollfds_.push_back({w->ch.fd(), POLLIN, 0});
       if (!w->ready && !w->retiring) earliest(w->spawned_at + options_.start_timeout);
-      if (!w->in_flight.empty() && options_.task_timeout.count() > 0) earliest(w->head_started + options_.task_timeout);
+      if (!w->in_flight.empty() && options_.task_timeout.count() > 0)
+        earliest(w->head_started + options_.task_timeout);
     }
     int ms = -1;
     if (deadline) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now()).count();
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now()).count();
       ms = static_cast<int>(std::clamp<decltype(left)>(left, 0, 60'000));
     }
     if (::poll(pollfds_.data(), pollfds_.size(), ms) == -1 && errno != EINTR) {
@@ -919,7 +942,8 @@ class process_pool {
       (void)!::read(wake_.get(), &v, sizeof v);
     }
     for (std::size_t i = 0; i < workers_.size(); ++i) {
-      if (pollfds_[i + 1].revents != 0 || workers_[i]->ch.has_buffered_message()) drain(*workers_[i]);
+      if (pollfds_[i + 1].revents != 0 || workers_[i]->ch.has_buffered_message())
+        drain(*workers_[i]);
     }
     const auto now = clock::now();
     for (auto& w : workers_) {
@@ -928,7 +952,8 @@ class process_pool {
           now >= w->head_started + options_.task_timeout) {
         kill_worker(*w);
         timeouts_.fetch_add(1, std::memory_order_relaxed);
-        fail_head_requeue_rest(*w, std::make_exception_ptr(task_timeout_error(options_.task_timeout)));
+        fail_head_requeue_rest(*w,
+                               std::make_exception_ptr(task_timeout_error(options_.task_timeout)));
       } else if (!w->ready && !w->retiring && now >= w->spawned_at + options_.start_timeout) {
         kill_worker(*w);
         start_failed("not serving after " + std::to_string(options_.start_timeout.count()) + " ms");
@@ -971,7 +996,8 @@ class process_pool {
         notify_ready();
         return;
       }
-      if ((kind != detail::pool_msg::value && kind != detail::pool_msg::error) || w.in_flight.empty()) {
+      if ((kind != detail::pool_msg::value && kind != detail::pool_msg::error) ||
+          w.in_flight.empty()) {
         throw codec_error("process_pool: unexpected message from a worker");
       }
       detail::pool_call c = std::move(w.in_flight.front());
@@ -998,7 +1024,8 @@ class process_pool {
       fail_head_requeue_rest(w, std::current_exception());
       return;
     }
-    if (options_.max_tasks_per_worker != 0 && w.sent >= options_.max_tasks_per_worker && w.in_flight.empty()) {
+    if (options_.max_tasks_per_worker != 0 && w.sent >= options_.max_tasks_per_worker &&
+        w.in_flight.empty()) {
       w.ch.close();  // the worker exits; its end of stream reaps it
       w.retiring = true;
       alive_.fetch_sub(1, std::memory_order_relaxed);

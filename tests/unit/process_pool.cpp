@@ -61,9 +61,14 @@ PTK_REMOTE(throws_int);
 static int crashes_sometimes(int n) {
   if (n % 10 == 3) {
     switch ((n / 10) % 3) {
-      case 0: ::raise(SIGSEGV); break;
-      case 1: std::abort();
-      default: ::raise(SIGKILL); break;
+      case 0:
+        ::raise(SIGSEGV);
+        break;
+      case 1:
+        std::abort();
+      default:
+        ::raise(SIGKILL);
+        break;
     }
   }
   return n;
@@ -166,7 +171,8 @@ TEST_CASE("process_pool: map returns results in input order", "[process_pool]") 
   for (std::size_t i = 0; i < out.size(); ++i) REQUIRE(out[i] == 2 * inputs[i]);
 }
 
-TEST_CASE("process_pool: an exception reaches the future with its type name and message", "[process_pool]") {
+TEST_CASE("process_pool: an exception reaches the future with its type name and message",
+          "[process_pool]") {
   ptk::process_pool pool{{.workers = 1}};
   auto f = pool.submit(throws_custom, -7);
   try {
@@ -197,7 +203,8 @@ TEST_CASE("process_pool: submitting an unregistered function is a clear error", 
   }
 }
 
-TEST_CASE("process_pool: a segfault fails its task with the signal and the pool goes on", "[process_pool]") {
+TEST_CASE("process_pool: a segfault fails its task with the signal and the pool goes on",
+          "[process_pool]") {
   ptk::process_pool pool{{.workers = 1}};
   auto f = pool.submit(segfault, 0);
   try {
@@ -268,7 +275,8 @@ TEST_CASE("process_pool: 1000 tasks of which 10% crash give exactly 900 results 
   CHECK_FALSE(has_children());
 }
 
-TEST_CASE("process_pool: a task past its timeout is killed and its worker replaced", "[process_pool]") {
+TEST_CASE("process_pool: a task past its timeout is killed and its worker replaced",
+          "[process_pool]") {
   ptk::process_pool pool{{.workers = 1, .task_timeout = 300ms}};
   auto stuck = pool.submit(blocks_forever, 0);
   auto after = pool.submit(twice, 3);  // queued behind the stuck task in the same worker
@@ -301,7 +309,8 @@ TEST_CASE("process_pool: max_tasks_per_worker recycles workers", "[process_pool]
   CHECK(s.crashes == 0);
 }
 
-TEST_CASE("process_pool: graceful shutdown finishes queued work and refuses new work", "[process_pool]") {
+TEST_CASE("process_pool: graceful shutdown finishes queued work and refuses new work",
+          "[process_pool]") {
   const int fds = open_fd_count();
   {
     ptk::process_pool pool{{.workers = 2}};
@@ -344,7 +353,8 @@ TEST_CASE("process_pool: submit is safe from many threads", "[process_pool]") {
     threads.emplace_back([&pool, &wrong, t] {
       std::vector<ptk::future<int>> fs;
       for (int i = 0; i < 250; ++i) fs.push_back(pool.submit(twice, t * 1000 + i));
-      for (int i = 0; i < 250; ++i) wrong += fs[static_cast<std::size_t>(i)].get() != 2 * (t * 1000 + i);
+      for (int i = 0; i < 250; ++i)
+        wrong += fs[static_cast<std::size_t>(i)].get() != 2 * (t * 1000 + i);
     });
   }
   for (auto& th : threads) th.join();
@@ -379,18 +389,21 @@ TEST_CASE("process_pool: workers die with a parent that is killed", "[process_po
   CHECK(eventually([&] { return process_gone(worker); }));
 }
 
-TEST_CASE("process_pool: without serve_if_worker, a worker starts serving at the pool's constructor",
-          "[process_pool]") {
+TEST_CASE(
+    "process_pool: without serve_if_worker, a worker starts serving at the pool's constructor",
+    "[process_pool]") {
   ptk::run_options options;
   options.timeout = std::chrono::seconds(60);
-  const auto r = ptk::run(ptk::command("/proc/self/exe").env("PTK_TEST_POOL_CONSTRUCTOR", "1"), options);
+  const auto r =
+      ptk::run(ptk::command("/proc/self/exe").env("PTK_TEST_POOL_CONSTRUCTOR", "1"), options);
   CHECK(r.status.success());
   CHECK(r.out.find("main before the pool runs in the parent\n") != std::string::npos);
   CHECK(r.out.find("main before the pool runs in a worker\n") != std::string::npos);  // documented
   CHECK(r.out.find("result 42\n") != std::string::npos);
 }
 
-TEST_CASE("process_pool: request_stop on a future cancels its task before it starts", "[process_pool]") {
+TEST_CASE("process_pool: request_stop on a future cancels its task before it starts",
+          "[process_pool]") {
   ptk::process_pool pool{{.workers = 1, .task_timeout = 1s, .prefetch = 1}};
   auto stuck = pool.submit(blocks_forever, 0);  // holds the only worker until its timeout
   auto queued = pool.submit(twice, 1);
