@@ -331,6 +331,8 @@ inline constexpr const char* worker_parent_env = "PTK_PROCESS_POOL_PARENT";
 // that is itself blocked writing a result to the pool.
 inline constexpr std::size_t pipelined_request_limit = 16 * 1024;
 inline constexpr std::size_t pipelined_bytes_limit = 64 * 1024;
+// Tasks shorter than this on average are worth sending ahead (process_pool_options::prefetch).
+inline constexpr std::chrono::milliseconds short_task{1};
 
 inline std::string demangle(const char* mangled) {
   int status = 0;
@@ -517,11 +519,13 @@ struct process_pool_options {
   /// A task running longer is failed with ptk::task_timeout_error and its worker
   /// killed and replaced; 0: no limit.
   std::chrono::milliseconds task_timeout{0};
-  /// How many tasks are sent ahead to one worker (it runs them one at a time, in
-  /// order). More hides the round trip of small tasks; 1 gives the fairest spread of
-  /// long tasks. A crash fails only the running task: the ones queued behind it in
-  /// that worker go back to the pool's queue.
-  std::size_t prefetch = 4;
+  /// How many tasks may be sent ahead to one worker (it runs them one at a time, in
+  /// order), to hide the round trip of short tasks. Only a worker whose recent tasks
+  /// took under a millisecond, and whose current task has not run that long, gets
+  /// more than one: a long task never holds queued ones hostage while another
+  /// worker is free. A crash fails only the running task: the ones queued behind it
+  /// in that worker go back to the pool's queue. 1 turns prefetching off.
+  std::size_t prefetch = 16;
   /// A worker that is not serving this long after its spawn is killed and counted
   /// as a start failure; three failures in a row without any worker ever serving
   /// break the pool (every task then fails with ptk::process_pool_error).
@@ -649,7 +653,7 @@ class process_pool {
       incoming_.push_back(std::move(call));
       queued_.fetch_add(1, std::memory_order_relaxed);
     }
-    wake();
+    if (supervisor_idle_.exchange(false)) wake();  // a busy supervisor sees it anyway
     return fut;
   }
 
@@ -737,7 +741,8 @@ class process_pool {
     process proc;
     channel ch;
     clock::time_point spawned_at;
-    clock::time_point head_started;  // when the oldest in-flight task started running
+    clock::time_point head_started;          // when the oldest in-flight task started running
+    std::optional<clock::duration> typical;  // moving average of its recent task times
     std::deque<detail::pool_call> in_flight;
     std::size_t in_flight_bytes = 0;
     std::size_t sent = 0;
@@ -774,6 +779,14 @@ class process_pool {
   void notify_ready() {
     { const std::lock_guard lock(m_); }
     ready_cv_.notify_all();
+  }
+
+  // The exception, with the temporary it was copied from already destroyed: the
+  // message of a std::runtime_error is reference-counted, and the last reference
+  // must not be dropped here after the future's reader may have read it.
+  template <class E, class... A>
+  static std::exception_ptr make_error(const A&... a) {
+    return std::make_exception_ptr(E(a...));
   }
 
   static void finish(detail::pool_call& c, std::exception_ptr e) noexcept {
@@ -814,8 +827,7 @@ class process_pool {
       if (stop == stop_state::immediate) break;
       if (broken_.load()) {
         queued_.fetch_sub(pending_.size(), std::memory_order_relaxed);
-        for (auto& c : pending_)
-          fail_call(c, std::make_exception_ptr(process_pool_error(broken_reason_)));
+        for (auto& c : pending_) fail_call(c, make_error<process_pool_error>(broken_reason_));
         pending_.clear();
       }
       const bool work_left =
@@ -872,12 +884,18 @@ class process_pool {
     }
   }
 
-  worker* pick_worker(const detail::pool_call& c) {
+  // Whether a worker runs short tasks, so sending it more than one pays off.
+  bool runs_short_tasks(const worker& w, clock::time_point now) const {
+    return w.typical && *w.typical < detail::short_task &&
+           (w.in_flight.empty() || now - w.head_started < detail::short_task);
+  }
+
+  worker* pick_worker(const detail::pool_call& c, clock::time_point now) {
     worker* best = nullptr;
     for (auto& w : workers_) {
-      if (!w->ready || w->lost || w->retiring || w->dead ||
-          w->in_flight.size() >= options_.prefetch)
-        continue;
+      if (!w->ready || w->lost || w->retiring || w->dead) continue;
+      const std::size_t depth = runs_short_tasks(*w, now) ? options_.prefetch : 1;
+      if (w->in_flight.size() >= depth) continue;
       if (options_.max_tasks_per_worker != 0 && w->sent >= options_.max_tasks_per_worker) continue;
       if (!w->in_flight.empty() &&
           (c.request.size() > detail::pipelined_request_limit ||
@@ -890,16 +908,17 @@ class process_pool {
   }
 
   void dispatch() {
+    const auto now = clock::now();
     while (!pending_.empty()) {
       detail::pool_call& c = pending_.front();
       if (c.sink->cancel_requested()) {  // future.request_stop() before the task started
         detail::pool_call cancelled = std::move(c);
         pending_.pop_front();
         queued_.fetch_sub(1, std::memory_order_relaxed);
-        fail_call(cancelled, std::make_exception_ptr(task_cancelled_error()));
+        fail_call(cancelled, make_error<task_cancelled_error>());
         continue;
       }
-      worker* w = pick_worker(c);
+      worker* w = pick_worker(c, now);
       if (w == nullptr) return;
       const std::uint64_t id = ++next_id_;
       std::memcpy(c.request.data() + 1, &id, sizeof id);
@@ -907,7 +926,7 @@ class process_pool {
         w->lost = true;
         continue;
       }
-      if (w->in_flight.empty()) w->head_started = clock::now();
+      if (w->in_flight.empty()) w->head_started = now;
       w->in_flight_bytes += c.request.size();
       ++w->sent;
       w->in_flight.push_back(std::move(c));
@@ -934,9 +953,16 @@ class process_pool {
           std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now()).count();
       ms = static_cast<int>(std::clamp<decltype(left)>(left, 0, 60'000));
     }
-    if (::poll(pollfds_.data(), pollfds_.size(), ms) == -1 && errno != EINTR) {
-      throw_last_os_error("ptk::process_pool: poll");
+    // Submitters write to the eventfd only while this thread sleeps: announce the
+    // sleep, then look at the queue once more (the mutex orders both with submit).
+    supervisor_idle_.store(true);
+    {
+      const std::lock_guard lock(m_);
+      if (!incoming_.empty() || stop_ != stop_state::running) ms = 0;
     }
+    const int polled = ::poll(pollfds_.data(), pollfds_.size(), ms);
+    supervisor_idle_.store(false);
+    if (polled == -1 && errno != EINTR) throw_last_os_error("ptk::process_pool: poll");
     if (pollfds_[0].revents != 0) {
       std::uint64_t v;
       (void)!::read(wake_.get(), &v, sizeof v);
@@ -952,8 +978,7 @@ class process_pool {
           now >= w->head_started + options_.task_timeout) {
         kill_worker(*w);
         timeouts_.fetch_add(1, std::memory_order_relaxed);
-        fail_head_requeue_rest(*w,
-                               std::make_exception_ptr(task_timeout_error(options_.task_timeout)));
+        fail_head_requeue_rest(*w, make_error<task_timeout_error>(options_.task_timeout));
       } else if (!w->ready && !w->retiring && now >= w->spawned_at + options_.start_timeout) {
         kill_worker(*w);
         start_failed("not serving after " + std::to_string(options_.start_timeout.count()) + " ms");
@@ -1003,7 +1028,10 @@ class process_pool {
       detail::pool_call c = std::move(w.in_flight.front());
       w.in_flight.pop_front();
       w.in_flight_bytes -= c.request.size();
-      w.head_started = clock::now();
+      const auto now = clock::now();
+      const clock::duration took = now - w.head_started;
+      w.typical = w.typical ? (*w.typical * 3 + took) / 4 : took;
+      w.head_started = now;
       running_.fetch_sub(1, std::memory_order_relaxed);
       if (kind == detail::pool_msg::value) {
         if (std::exception_ptr bad = c.sink->stage(in.in)) {
@@ -1016,7 +1044,7 @@ class process_pool {
       } else {
         const std::string type(in.text(in.pod<std::uint32_t>()));
         const std::string message(in.text(in.in.size()));
-        fail_call(c, std::make_exception_ptr(remote_error(type, message)));
+        fail_call(c, make_error<remote_error>(type, message));
       }
     } catch (const codec_error&) {
       kill_worker(w);
@@ -1045,7 +1073,7 @@ class process_pool {
     w.ready = false;
     crashes_.fetch_add(1, std::memory_order_relaxed);
     notify_ready();
-    fail_head_requeue_rest(w, std::make_exception_ptr(worker_crash_error(status)));
+    fail_head_requeue_rest(w, make_error<worker_crash_error>(status));
   }
 
   exit_status reap(worker& w) {
@@ -1101,11 +1129,11 @@ class process_pool {
     for (auto& w : workers_) {
       if (!w->dead) (void)reap(*w);
       running_.fetch_sub(w->in_flight.size(), std::memory_order_relaxed);
-      for (auto& c : w->in_flight) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
+      for (auto& c : w->in_flight) fail_call(c, make_error<task_cancelled_error>());
     }
     workers_.clear();
     queued_.fetch_sub(pending_.size(), std::memory_order_relaxed);
-    for (auto& c : pending_) fail_call(c, std::make_exception_ptr(task_cancelled_error()));
+    for (auto& c : pending_) fail_call(c, make_error<task_cancelled_error>());
     pending_.clear();
     notify_ready();
   }
@@ -1129,6 +1157,7 @@ class process_pool {
   std::string broken_reason_;
 
   std::atomic<bool> broken_{false};
+  std::atomic<bool> supervisor_idle_{false};  // sleeping in poll: submit must wake it
   std::atomic<std::size_t> alive_{0};
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> running_{0};

@@ -279,7 +279,7 @@ TEST_CASE("process_pool: a task past its timeout is killed and its worker replac
           "[process_pool]") {
   ptk::process_pool pool{{.workers = 1, .task_timeout = 300ms}};
   auto stuck = pool.submit(blocks_forever, 0);
-  auto after = pool.submit(twice, 3);  // queued behind the stuck task in the same worker
+  auto after = pool.submit(twice, 3);  // runs on the replacement worker
   const auto t0 = std::chrono::steady_clock::now();
   try {
     (void)stuck.get();
@@ -431,4 +431,36 @@ TEST_CASE("process_pool: works from the tasks of a busy thread_pool", "[process_
     for (int i = 0; i < 50; ++i) expected += 2 * (t * 100 + i);
     CHECK(outer[static_cast<std::size_t>(t)].get() == expected);
   }
+}
+
+TEST_CASE("process_pool: with prefetch 1, short tasks never wait behind a long one",
+          "[process_pool]") {
+  ptk::process_pool pool{{.workers = 2, .prefetch = 1}};
+  REQUIRE(pool.wait_ready_for(30s));
+  auto stuck = pool.submit(blocks_forever, 0);
+  std::vector<ptk::future<int>> shorts;
+  for (int i = 0; i < 100; ++i) shorts.push_back(pool.submit(twice, i));
+  for (int i = 0; i < 100; ++i) REQUIRE(shorts[static_cast<std::size_t>(i)].get() == 2 * i);
+  CHECK_FALSE(stuck.is_ready());
+  pool.shutdown(ptk::shutdown_mode::immediate);
+  CHECK_THROWS_AS(stuck.get(), ptk::task_cancelled_error);
+}
+
+TEST_CASE("process_pool: tasks prefetched behind a task that times out run elsewhere, once",
+          "[process_pool]") {
+  ptk::process_pool pool{{.workers = 2, .task_timeout = 1s}};
+  REQUIRE(pool.wait_ready_for(30s));
+  // Both workers learn that tasks are short, so they take several at a time...
+  for (int i = 0; i < 50; ++i) REQUIRE(pool.submit(twice, i).get() == 2 * i);
+  // ...then one task never ends, and some short ones may already sit behind it.
+  auto stuck = pool.submit(blocks_forever, 0);
+  std::vector<ptk::future<int>> shorts;
+  for (int i = 0; i < 100; ++i) shorts.push_back(pool.submit(twice, i));
+  for (int i = 0; i < 100; ++i) REQUIRE(shorts[static_cast<std::size_t>(i)].get() == 2 * i);
+  CHECK_THROWS_AS(stuck.get(), ptk::task_timeout_error);
+  const auto s = pool.stats();
+  CHECK(s.tasks_done == 150);
+  CHECK(s.tasks_failed == 1);
+  CHECK(s.tasks_queued == 0);
+  CHECK(s.tasks_running == 0);
 }
