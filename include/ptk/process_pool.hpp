@@ -32,13 +32,14 @@
 /// Tasks name their function by the string PTK_REMOTE registered, so the parent and
 /// the worker must be the same binary: they are.
 ///
-/// The cost of that choice, measured by benchmarks/process_pool.cpp on a loaded
-/// 2-vCPU VM: one worker goes from spawn to serving in about 3 ms (the benchmark
-/// binary; a program with heavy static initialisers pays for them in every worker),
-/// four in about 12 ms, which is what Python's ProcessPoolExecutor takes with its
-/// fork start method (11 ms) and far below its spawn method (about 320 ms). A fork
-/// server would start workers faster but forks a process that must itself stay
-/// single-threaded; a re-executed binary needs no such care.
+/// The cost of that choice, measured by benchmarks/process_pool.cpp on a 2-vCPU VM:
+/// one worker goes from spawn to serving in about 1.6 ms on a quiet machine (3 to
+/// 7 ms while other builds run; a program with heavy static initialisers pays for
+/// them in every worker), four in about 4 ms (8 to 12 ms under load). Python's
+/// ProcessPoolExecutor takes about 12 ms for four with its fork start method and
+/// 100 to 300 ms with spawn. A fork server would start workers faster, but it is a
+/// fork of a process that must itself stay single-threaded; a re-executed binary
+/// needs no such care.
 #pragma once
 
 #include <ptk/config.hpp>
@@ -567,10 +568,10 @@ struct process_pool_stats {
 ///
 /// submit() and map() may be called from any thread. Costs: a worker starts in
 /// about the time of an exec of the program plus its static initialisers (about
-/// 3 ms for a small program); a task costs one message each way over a Unix
+/// 2 ms for a small program); a task costs one message each way over a Unix
 /// socket, relayed by the pool's supervisor thread: 10 to 100 microseconds for one
-/// task in flight (thread wake-ups dominate), about 10 microseconds per task of
-/// throughput with many in flight on 2 workers.
+/// task in flight (thread wake-ups dominate), about 4 microseconds per task of
+/// throughput with many trivial tasks in flight on 2 workers.
 ///
 /// Shutdown: the destructor (like shutdown()) runs every submitted task first, so a
 /// task that never ends keeps it waiting unless task_timeout is set;
