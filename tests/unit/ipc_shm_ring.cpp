@@ -374,3 +374,34 @@ TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring
   CHECK(i == 1000);
   CHECK(wait_exit_code(child) == 0);
 }
+
+TEST_CASE("shm_ring: a partner that sleeps on every message switches the publisher to full fences",
+          "[ipc][shm_ring]") {
+  const shm_name ping_name, pong_name;
+  auto ping = ptk::shm_ring<int>::create(ping_name, 4);
+  auto pong = ptk::shm_ring<int>::create(pong_name, 4);
+  ping.set_spin(0);
+  pong.set_spin(0);
+  std::atomic<int> failures{0};
+  std::thread echo([&] {
+    auto rx = ptk::shm_ring<int>::open(ping_name);
+    auto tx = ptk::shm_ring<int>::open(pong_name);
+    rx.set_spin(0);
+    for (;;) {
+      auto v = rx.recv();
+      if (!v) return;
+      failures += tx.send(*v) != channel_status::ok;
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    REQUIRE(ping.send(i) == channel_status::ok);
+    REQUIRE(*pong.recv_for(30s) == i);  // every message crosses, whichever fence is used
+  }
+  ping.close();
+  echo.join();
+  CHECK(failures == 0);
+  auto raw = ptk::shared_memory::open(ping_name);
+  const auto* announced = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+      raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
+  CHECK(announced->load() == 1);  // the echo thread slept after (nearly) every message
+}

@@ -283,13 +283,62 @@ struct stop_waker {
   }
 };
 
+/// The sleeper's half of the "publish, then check for sleepers" handshake. A peer
+/// that has announced it fences every publish (it woke us often: its partner sleeps
+/// a lot) needs only a plain fence here; otherwise a membarrier makes the peer's
+/// compiler-only fence sufficient.
+inline void sleeper_fence(const std::atomic<std::uint32_t>* peer_fenced) noexcept {
+  if (peer_fenced != nullptr && peer_fenced->load(std::memory_order_acquire) != 0) {
+    seq_cst_fence();
+  } else {
+    asymmetric_fence::heavy_side();
+  }
+}
+
+/// What a publishing side remembers to decide whether to fence fully.
+struct wake_rate {
+  bool fenced = false;             // full fence on every publish, for good
+  std::uint32_t wakes = 0;         // wake-ups in the current window
+  std::uint64_t window_start = 0;  // the position of the window's first wake-up
+};
+
+/// The publisher's half: fence (fully once `rate.fenced`) and wake a flagged
+/// sleeper. When 64 wake-ups happen within 256 positions (the partner sleeps after
+/// nearly every message), switch to a full fence per publish for good and announce
+/// it in `announce`, so the sleeper stops paying for a membarrier (whose
+/// inter-processor interrupts cost tens of microseconds in a VM) on every sleep. A
+/// ring whose partner keeps up by spinning never switches: there a full fence would
+/// wait for the index's cache line to reach the other core on every message. Only
+/// wake-ups touch `rate`, so the busy path writes nothing extra.
+inline void publish_and_wake(futex_word& sleeping, std::atomic<std::uint32_t>& announce,
+                             wake_rate& rate, std::uint64_t position) noexcept {
+  if (rate.fenced) {
+    seq_cst_fence();
+  } else {
+    asymmetric_fence::light_side();
+  }
+  if (sleeping.load(std::memory_order_relaxed) == 0) return;
+  sleeping.store(0, std::memory_order_relaxed);
+  futex_wake_all(sleeping);
+  if (rate.fenced) return;
+  if (rate.wakes++ == 0) rate.window_start = position;
+  if (rate.wakes == 64) {
+    if (position - rate.window_start < 256) {
+      announce.store(1, std::memory_order_seq_cst);
+      rate.fenced = true;
+    }
+    rate.wakes = 0;
+  }
+}
+
 /// Spins, then sleeps on `flag` until `ready()` holds. Returns ok (re-check and
 /// retry the operation), timeout, cancelled, or peer_lost when `lost()` says so
 /// while not ready. `deadline` nullopt waits forever.
 template <class Ready, class Lost>
 channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
                                 std::optional<std::chrono::steady_clock::time_point> deadline,
-                                std::stop_token stop, int spin = spin_rounds) {
+                                std::stop_token stop, int spin = spin_rounds,
+                                const std::atomic<std::uint32_t>* peer_fenced = nullptr) {
   for (int i = 0; i < spin; ++i) {
     if (ready()) return channel_status::ok;
     cpu_relax();
@@ -305,7 +354,7 @@ channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
     const auto now = std::chrono::steady_clock::now();
     if (deadline && now >= *deadline) return channel_status::timeout;
     flag.store(1, std::memory_order_relaxed);
-    asymmetric_fence::heavy_side();
+    sleeper_fence(peer_fenced);
     if (ready() || stop.stop_requested()) {
       flag.store(0, std::memory_order_relaxed);
       continue;

@@ -41,6 +41,8 @@ struct ring_control {
   alignas(64) futex_word consumer_sleeping;  // 1 while the consumer sleeps (empty)
   futex_word producer_sleeping;              // 1 while the producer sleeps (full)
   std::atomic<std::uint32_t> closed;
+  std::atomic<std::uint32_t> producer_fenced;  // the producer fences every publish
+  std::atomic<std::uint32_t> consumer_fenced;  // the consumer fences every release
   alignas(64) pid_word producer;
   pid_word consumer;
 };
@@ -413,7 +415,7 @@ class shm_ring {
   bool arm_recv(detail::recv_wait& w) {
     claim_consumer();
     ctl_->consumer_sleeping.store(1, std::memory_order_relaxed);
-    detail::asymmetric_fence::heavy_side();
+    detail::sleeper_fence(&ctl_->producer_fenced);
     if (ctl_->tail.load(std::memory_order_acquire) != c_.head || closed_now() ||
         ctl_->producer.load(std::memory_order_acquire) == detail::departed) {
       ctl_->consumer_sleeping.store(0, std::memory_order_relaxed);
@@ -484,11 +486,13 @@ class shm_ring {
   // handle can be shared by a sending and a receiving thread.
   struct alignas(64) producer_state {
     bool claimed = false;
+    detail::wake_rate rate;        // see publish_and_wake
     std::uint64_t tail = 0;        // next position to write (our copy)
     std::uint64_t head_cache = 0;  // last head seen
   };
   struct alignas(64) consumer_state {
     bool claimed = false;
+    detail::wake_rate rate;        // see publish_and_wake
     std::uint64_t head = 0;        // next position to read (our copy)
     std::uint64_t tail_cache = 0;  // last tail seen
     detail::peer_watch peer;       // the producer
@@ -503,6 +507,8 @@ class shm_ring {
     if (p_.claimed) return;
     detail::claim_role(ctl_->producer, "producer", describe(seg_));
     p_.claimed = true;
+    // A predecessor may have announced full fences: keep the promise.
+    p_.rate.fenced = ctl_->producer_fenced.load(std::memory_order_acquire) != 0;
     p_.tail = ctl_->tail.load(std::memory_order_acquire);
     p_.head_cache = ctl_->head.load(std::memory_order_acquire);
     if (p_.tail - p_.head_cache > data_bytes_or_slots()) corrupt("tail and head too far apart");
@@ -511,6 +517,7 @@ class shm_ring {
     if (c_.claimed) return;
     detail::claim_role(ctl_->consumer, "consumer", describe(seg_));
     c_.claimed = true;
+    c_.rate.fenced = ctl_->consumer_fenced.load(std::memory_order_acquire) != 0;
     c_.head = ctl_->head.load(std::memory_order_acquire);
     c_.tail_cache = c_.head;
   }
@@ -569,8 +576,7 @@ class shm_ring {
     }
     p_.tail = end;
     ctl_->tail.store(end, std::memory_order_release);
-    detail::asymmetric_fence::light_side();
-    wake(ctl_->consumer_sleeping);
+    detail::publish_and_wake(ctl_->consumer_sleeping, ctl_->producer_fenced, p_.rate, end);
   }
 
   bool try_push(const T& v) {
@@ -615,7 +621,7 @@ class shm_ring {
       if (attempt()) return channel_status::ok;
       const auto st = detail::wait_until_ready(
           ctl_->producer_sleeping, [&] { return closed_now() || place(bytes).has_value(); },
-          [&] { return consumer_lost(); }, deadline, stop, spin_);
+          [&] { return consumer_lost(); }, deadline, stop, spin_, &ctl_->consumer_fenced);
       if (st != channel_status::ok) return st;
     }
   }
@@ -679,8 +685,7 @@ class shm_ring {
   void consume(std::uint64_t next) noexcept {
     c_.head = next;
     ctl_->head.store(next, std::memory_order_release);
-    detail::asymmetric_fence::light_side();
-    wake(ctl_->producer_sleeping);
+    detail::publish_and_wake(ctl_->producer_sleeping, ctl_->consumer_fenced, c_.rate, next);
   }
 
   bool producer_lost() {
@@ -710,7 +715,7 @@ class shm_ring {
       const auto st = detail::wait_until_ready(
           ctl_->consumer_sleeping,
           [&] { return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head; },
-          [&] { return producer_lost(); }, deadline, stop, spin_);
+          [&] { return producer_lost(); }, deadline, stop, spin_, &ctl_->producer_fenced);
       if (st != channel_status::ok) {
         if (auto v = front()) return std::move(*v);  // completed just before it died
         return view(st);
