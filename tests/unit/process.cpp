@@ -445,3 +445,12 @@ TEST_CASE("a process_table is safe to use from many threads at once") {
   CHECK(table.running() == 0);
   CHECK(table.list().size() == 40);
 }
+
+TEST_CASE("run takes a one-word braced argv and designated options") {
+  // {"true"} alone could be a ptk::command or a one-word argv; it must not be ambiguous.
+  const auto r = ptk::run({"true"}, {.timeout = 5s});
+  CHECK(r.status.exited());
+  CHECK(r.status.code() == 0);
+  const auto echoed = ptk::run({"cat"}, {.input = "fed"});
+  CHECK(echoed.out == "fed");
+}

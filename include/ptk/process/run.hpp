@@ -9,6 +9,7 @@
 #include <poll.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,10 +20,10 @@ namespace ptk {
 /// @brief Options of ptk::run.
 struct run_options {
   /// Written to the child's stdin, which is then closed (empty: stdin is /dev/null).
-  std::string input;
+  std::string input{};
   /// After this long the child and every process it started are killed (SIGKILL)
   /// and the result says timed_out.
-  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::milliseconds> timeout{};
   /// Output beyond this many bytes per stream is read and dropped, so a runaway
   /// child cannot exhaust the parent's memory; the result says truncated.
   std::size_t max_output = std::size_t{256} << 20;
@@ -132,6 +133,19 @@ inline run_result run(command cmd, const run_options& options = {}) {
 inline run_result run(const std::vector<std::string>& argv, const run_options& options = {}) {
   if (argv.empty()) throw std::invalid_argument("ptk::run: empty argv");
   return run(command(argv.front()).args({argv.begin() + 1, argv.end()}), options);
+}
+
+/// @brief As run(const std::vector<std::string>&, const run_options&), for a braced
+///        list of words: `ptk::run({"true"})` would otherwise be ambiguous between a
+///        one-word argv and a ptk::command.
+/// @code
+/// auto r = ptk::run({"true"}, {.timeout = 5s});
+/// @endcode
+/// @param argv the program and its arguments (not empty).
+/// @param options input, timeout and output limit.
+/// @return the exit status and the output.
+inline run_result run(std::initializer_list<std::string> argv, const run_options& options = {}) {
+  return run(std::vector<std::string>(argv), options);
 }
 
 }  // namespace ptk
