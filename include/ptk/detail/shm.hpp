@@ -204,7 +204,7 @@ class peer_watch {
     if (pid == ::getpid()) return false;
     if (pid != pid_) {
       pid_ = pid;
-      const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
+      const int fd = pidfd_open(pid);
       if (fd < 0) {
         if (errno == ESRCH) {
           pidfd_.reset();

@@ -4,6 +4,10 @@
 #include <ptk/config.hpp>
 #include <ptk/error.hpp>
 
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <concepts>
 #include <string_view>
@@ -11,6 +15,12 @@
 #include <utility>
 
 namespace ptk::detail {
+
+/// pidfd_open(2) as a raw system call: glibc 2.36's <sys/pidfd.h> lacks extern "C",
+/// so its wrapper cannot be linked from C++. -1 and errno on failure.
+inline int pidfd_open(pid_t pid) noexcept {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
+}
 
 /// Calls `f()` until it fails with something other than EINTR. `f` follows the
 /// POSIX convention: it returns -1 (as int, long or ssize_t) and sets errno on

@@ -246,9 +246,10 @@ class shm_ring {
   /// Sends `v` if there is room now. @param v the message. @return ok, full or closed.
   channel_status try_send(const T& v) {
     claim_producer();
-    if constexpr (!fixed) check_size(codec<T>::encoded_size(v));
+    const std::size_t n = codec<T>::encoded_size(v);
+    if constexpr (!fixed) check_size(n);
     if (closed_now()) return channel_status::closed;
-    return try_push(v) ? channel_status::ok : channel_status::full;
+    return try_push(v, n) ? channel_status::ok : channel_status::full;
   }
   /// Sends `v`, waiting at most `timeout`. @param v the message. @param timeout how long.
   /// @param stop stops the wait. @return as send(), or timeout.
@@ -511,7 +512,7 @@ class shm_ring {
     p_.rate.fenced = ctl_->producer_fenced.load(std::memory_order_acquire) != 0;
     p_.tail = ctl_->tail.load(std::memory_order_acquire);
     p_.head_cache = ctl_->head.load(std::memory_order_acquire);
-    if (p_.tail - p_.head_cache > data_bytes_or_slots()) corrupt("tail and head too far apart");
+    if (p_.tail - p_.head_cache > cap_) corrupt("tail and head too far apart");
   }
   void claim_consumer() {
     if (c_.claimed) return;
@@ -521,7 +522,6 @@ class shm_ring {
     c_.head = ctl_->head.load(std::memory_order_acquire);
     c_.tail_cache = c_.head;
   }
-  std::uint64_t data_bytes_or_slots() const noexcept { return cap_; }
 
   bool closed_now() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }
 
@@ -579,9 +579,8 @@ class shm_ring {
     detail::publish_and_wake(ctl_->consumer_sleeping, ctl_->producer_fenced, p_.rate, end);
   }
 
-  bool try_push(const T& v) {
-    const std::size_t n = codec<T>::encoded_size(v);
-    if constexpr (!fixed) check_size(n);
+  // `n` is codec<T>::encoded_size(v), already checked against max_message_size().
+  bool try_push(const T& v, std::size_t n) {
     const auto at = place(n);
     if (!at) return false;
     std::byte* d = payload(at->pos);
@@ -632,7 +631,7 @@ class shm_ring {
     claim_producer();
     const std::size_t n = codec<T>::encoded_size(v);
     if constexpr (!fixed) check_size(n);
-    return send_loop([&] { return try_push(v); }, n, deadline, stop);
+    return send_loop([&] { return try_push(v, n); }, n, deadline, stop);
   }
 
   loan prepare_impl(std::size_t bytes,

@@ -61,11 +61,8 @@
 namespace ptk {
 
 namespace detail {
-// Raw system calls: glibc 2.36's <sys/pidfd.h> lacks extern "C", so its wrappers
-// cannot be linked from C++.
-inline int pidfd_open(pid_t pid) noexcept {
-  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0U));
-}
+// Raw system call (pidfd_open is in detail/syscall.hpp): glibc 2.36's <sys/pidfd.h>
+// lacks extern "C", so its wrappers cannot be linked from C++.
 inline long pidfd_send_signal(int pidfd, int sig) noexcept {
   return ::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0U);
 }
