@@ -1,0 +1,83 @@
+// The load-test baseline: a bare asio HTTP responder that answers every request with
+// the same fixed /health body, with keep-alive, and parses nothing beyond finding the
+// end of each request head. scripts/loadtest runs it beside ptk-server in one run.
+//
+//   ptk-bare-responder <port> [threads]
+#include <asio/awaitable.hpp>
+#include <asio/buffer.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/strand.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+using asio::ip::tcp;
+
+namespace {
+
+constexpr std::string_view reply =
+    "HTTP/1.1 200 OK\r\nServer: bare\r\nContent-Type: application/json\r\n"
+    "Content-Length: 28\r\nConnection: keep-alive\r\n\r\n{\"ready\":true,\"status\":\"ok\"}";
+
+asio::awaitable<void> session(tcp::socket s) {
+  std::array<char, 16384> buf;
+  std::string pending;
+  try {
+    for (;;) {
+      const std::size_t n = co_await s.async_read_some(asio::buffer(buf), asio::use_awaitable);
+      pending.append(buf.data(), n);
+      std::size_t replies = 0;
+      for (std::size_t end; (end = pending.find("\r\n\r\n")) != std::string::npos;) {
+        pending.erase(0, end + 4);
+        ++replies;
+      }
+      std::string out;
+      for (std::size_t i = 0; i < replies; ++i) out += reply;
+      if (!out.empty()) co_await asio::async_write(s, asio::buffer(out), asio::use_awaitable);
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+asio::awaitable<void> accept_loop(asio::io_context& io, tcp::acceptor& acceptor) {
+  for (;;) {
+    tcp::socket s = co_await acceptor.async_accept(asio::make_strand(io), asio::use_awaitable);
+    s.set_option(tcp::no_delay(true));
+    const auto ex = s.get_executor();
+    asio::co_spawn(ex, session(std::move(s)), asio::detached);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: ptk-bare-responder <port> [threads]\n");
+    return 2;
+  }
+  const auto port = static_cast<unsigned short>(std::atoi(argv[1]));
+  const int threads = argc > 2 ? std::max(1, std::atoi(argv[2])) : 2;
+  asio::io_context io(threads);
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  std::printf("bare responder on http://127.0.0.1:%u\n",
+              static_cast<unsigned>(acceptor.local_endpoint().port()));
+  std::fflush(stdout);
+  asio::co_spawn(io, accept_loop(io, acceptor), asio::detached);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](std::error_code, int) { io.stop(); });
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+}
