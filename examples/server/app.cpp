@@ -112,7 +112,7 @@ std::string choice_field(const json& body, std::string_view field, std::string f
                          std::initializer_list<std::string_view> choices) {
   const auto it = body.find(field);
   std::string want = "one of";
-  for (auto c : choices) want += " " + std::string(c);
+  for (auto c : choices) want.append(" ").append(c);
   if (it == body.end()) return fallback;
   if (!it->is_string()) bad_field(field, want);
   const auto v = it->get<std::string>();
@@ -1428,6 +1428,18 @@ asio::awaitable<void> app::shutdown() {
     const std::lock_guard lock(mutex_);
     for (auto& [tid, t] : threads_) t->thread.request_stop();
   }
+  // Pending process-pool tasks fail as cancelled (their jobs are stored as failed);
+  // queued thread-pool work is discarded (its jobs read "interrupted" after a restart).
   process_pool_.shutdown(ptk::shutdown_mode::immediate);
+  waiters_.shutdown(ptk::shutdown_policy::discard);
+  pool_.shutdown(ptk::shutdown_policy::discard);
+  // Let the connections that stop() closed finish their coroutines (bounded).
+  const auto drained = steady::now() + std::chrono::seconds(3);
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  while (http_ != nullptr && http_->connections() > 0 && steady::now() < drained) {
+    tick.expires_after(std::chrono::milliseconds(10));
+    std::error_code ec;
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
 }
 }  // namespace server

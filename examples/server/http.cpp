@@ -302,30 +302,33 @@ void router::add(std::string method, std::string pattern, handler h) {
   routes_.push_back(std::move(e));
 }
 
-const handler* router::find(request& req, std::string& route, int& status) const {
+const handler* router::find(request& req, std::string& route, std::size_t& index,
+                            int& status) const {
   const auto segments = split_path(req.path);
+  const auto is_param = [](const std::string& seg) {
+    return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
+  };
   status = 404;
-  for (const auto& e : routes_) {
+  index = unmatched;
+  for (std::size_t r = 0; r < routes_.size(); ++r) {
+    const entry& e = routes_[r];
     if (e.segments.size() != segments.size()) continue;
-    std::map<std::string, std::string> params;
     bool match = true;
     for (std::size_t i = 0; i < segments.size() && match; ++i) {
-      const std::string& want = e.segments[i];
-      if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
-        params[want.substr(1, want.size() - 2)] = std::string(segments[i]);
-      } else {
-        match = want == segments[i];
-      }
+      match = is_param(e.segments[i]) || e.segments[i] == segments[i];
     }
     if (!match) continue;
+    route = e.pattern;
     if (e.method != req.method) {
       status = 405;
-      route = e.pattern;
       continue;
     }
-    req.params = std::move(params);
-    route = e.pattern;
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      const std::string& want = e.segments[i];
+      if (is_param(want)) req.params[want.substr(1, want.size() - 2)] = std::string(segments[i]);
+    }
     status = 200;
+    index = r;
     return &e.h;
   }
   return nullptr;
@@ -335,12 +338,16 @@ struct http_server::connection {
   explicit connection(tcp::socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
   tcp::socket socket;
   asio::steady_timer timer;
+  // The watchdog closes the socket once `deadline` passes while no handler runs.
+  // Moving the deadline later costs nothing (the watchdog notices when it wakes);
+  // only an earlier deadline than the armed one cancels the timer. So a request
+  // that arrives whole in one read touches no timer at all.
   clock::time_point deadline = clock::time_point::max();
+  bool busy = false;  // a handler is running: never a timeout
 
   void expire_at(clock::time_point t) {
-    const bool sooner = t < deadline;
     deadline = t;
-    if (sooner) timer.cancel();  // the watchdog re-arms for the earlier deadline
+    if (t < timer.expiry()) timer.cancel();  // the watchdog re-arms for the earlier time
   }
   void close() {
     std::error_code ignored;
@@ -358,7 +365,7 @@ asio::awaitable<void> http_server::send_error_and_close(connection& c, int statu
   const std::vector<asio::const_buffer> parts{asio::buffer(head), asio::buffer(r.body)};
   std::error_code ec;
   co_await asio::async_write(c.socket, parts, asio::redirect_error(asio::use_awaitable, ec));
-  if (observe_) observe_("", "", status, 0.0);
+  if (observe_) observe_("", "", router::unmatched, status, 0.0);
   c.close();
 }
 
@@ -426,7 +433,10 @@ asio::awaitable<void> http_server::watchdog(std::shared_ptr<connection> c) {
     c->timer.expires_at(c->deadline);
     std::error_code ec;
     co_await c->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (c->deadline <= clock::now()) {
+    const auto now = clock::now();
+    if (c->busy) {
+      c->deadline = std::max(c->deadline, now + limits_.idle_timeout);
+    } else if (c->deadline <= now) {
       c->close();
       co_return;
     }
@@ -435,9 +445,11 @@ asio::awaitable<void> http_server::watchdog(std::shared_ptr<connection> c) {
 
 asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
   struct open_count {
-    std::atomic<std::size_t>& n;
-    explicit open_count(std::atomic<std::size_t>& count) : n(count) { ++n; }
-    ~open_count() { --n; }
+    std::shared_ptr<std::atomic<std::size_t>> n;
+    explicit open_count(std::shared_ptr<std::atomic<std::size_t>> count) : n(std::move(count)) {
+      ++*n;
+    }
+    ~open_count() { --*n; }
     open_count(const open_count&) = delete;
     open_count& operator=(const open_count&) = delete;
   } counted(open_);
@@ -451,7 +463,7 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
     if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
-  if (open_.load() > limits_.max_connections) {
+  if (open_->load() > limits_.max_connections) {
     {
       const json detail = json{{"limit", "max_connections"}, {"value", limits_.max_connections}};
       co_await send_error_and_close(*c, 503, "too many connections", detail);
@@ -471,7 +483,7 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
 
       c->expire_at(clock::now() +
                    (pending.empty() ? limits_.idle_timeout : limits_.request_timeout));
-      bool started = false;
+      bool partial = false;
       while (!st.complete) {
         std::string chunk;
         std::string_view data;
@@ -484,16 +496,12 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
           const std::size_t n = co_await c->socket.async_read_some(
               asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
           if (ec) {
-            // Timed out, closed by the client, or closed by stop(). A client that
-            // started a request and went silent is answered 408 if still possible.
+            // Timed out (the watchdog closed the socket), closed by the client, or
+            // closed by stop().
             c->close();
             co_return;
           }
           data = std::string_view(buf.data(), n);
-        }
-        if (!started) {
-          started = true;
-          c->expire_at(std::min(c->deadline, clock::now() + limits_.request_timeout));
         }
         const std::size_t used =
             http_parser_execute(&parser, &parser_settings(), data.data(), data.size());
@@ -525,6 +533,11 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
           co_return;
         }
         if (parser.upgrade != 0) break;
+        if (!partial) {
+          // Part of a request: the rest must come within the request timeout.
+          partial = true;
+          c->expire_at(std::min(c->deadline, clock::now() + limits_.request_timeout));
+        }
       }
       if (!st.complete) {
         co_await send_error_and_close(*c, 400, "malformed HTTP request", nullptr);
@@ -538,8 +551,9 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
         co_return;
       }
 
-      c->expire_at(clock::time_point::max());  // a handler may take its time
+      c->busy = true;  // a handler may take its time
       co_await dispatch(*c, st.req);
+      c->busy = false;
       if (!st.req.keep_alive || stopping_ || !c->socket.is_open()) {
         c->close();
         co_return;
@@ -556,7 +570,8 @@ asio::awaitable<void> http_server::dispatch(connection& c, request& req) {
   std::string route;
   int status = 0;
   response r;
-  const handler* h = routes_.find(req, route, status);
+  std::size_t index = router::unmatched;
+  const handler* h = routes_.find(req, route, index, status);
   if (h == nullptr) {
     r = status == 405 ? error_response(405, "method not allowed",
                                        json{{"method", req.method}, {"path", req.path}})
@@ -578,7 +593,7 @@ asio::awaitable<void> http_server::dispatch(connection& c, request& req) {
     const std::string head = response_head(r, true, false);
     co_await asio::async_write(c.socket, asio::buffer(head), asio::use_awaitable);
     if (observe_) {
-      observe_(req.method, route, r.status,
+      observe_(req.method, route, index, r.status,
                std::chrono::duration<double>(clock::now() - started).count());
     }
     req.keep_alive = false;
@@ -597,7 +612,7 @@ asio::awaitable<void> http_server::dispatch(connection& c, request& req) {
     co_await asio::async_write(c.socket, parts, asio::use_awaitable);
   }
   if (observe_) {
-    observe_(req.method, route, r.status,
+    observe_(req.method, route, index, r.status,
              std::chrono::duration<double>(clock::now() - started).count());
   }
 }

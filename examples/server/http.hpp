@@ -89,7 +89,8 @@ class router {
   void add(std::string method, std::string pattern, handler h);
   /// Finds the handler and fills req.params; sets `route` to the pattern (for metrics).
   /// @return the handler, or null with `status` 404 (no such path) or 405 (wrong method).
-  const handler* find(request& req, std::string& route, int& status) const;
+  const handler* find(request& req, std::string& route, std::size_t& index, int& status) const;
+  static constexpr std::size_t unmatched = static_cast<std::size_t>(-1);
 
  private:
   struct entry {
@@ -110,9 +111,10 @@ struct http_limits {
   std::chrono::milliseconds idle_timeout{30'000};     ///< between keep-alive requests
 };
 
-/// Called once per request after the response is sent: method, route, status, seconds.
-using request_observer =
-    std::function<void(std::string_view method, std::string_view route, int status, double)>;
+/// Called once per request after the response is sent: method, route pattern, the
+/// route's index in registration order (router::unmatched for none), status, seconds.
+using request_observer = std::function<void(std::string_view method, std::string_view route,
+                                            std::size_t route_index, int status, double)>;
 
 /// The listening server. Runs on the io_context it is given (any number of threads).
 class http_server {
@@ -125,7 +127,7 @@ class http_server {
   /// Stops accepting and closes every open connection (in-flight handlers see errors).
   void stop();
   /// @return connections open now.
-  [[nodiscard]] std::size_t connections() const noexcept { return open_.load(); }
+  [[nodiscard]] std::size_t connections() const noexcept { return open_->load(); }
 
  private:
   struct connection;
@@ -141,7 +143,8 @@ class http_server {
   router routes_;
   http_limits limits_;
   request_observer observe_;
-  std::atomic<std::size_t> open_{0};
+  // Shared with the sessions: a session frame destroyed late never touches a dead server.
+  std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;
   std::vector<std::weak_ptr<connection>> live_;

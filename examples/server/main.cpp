@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   server::http_server http(
       io, app->routes(), limits,
       [&m, &log_mutex, quiet = cfg.quiet](std::string_view method, std::string_view route,
-                                          int status, double seconds) {
-        m.observe(method, route, status, seconds);
+                                          std::size_t index, int status, double seconds) {
+        m.observe(index, status, seconds);
         if (quiet) return;
         const std::lock_guard lock(log_mutex);
         std::printf("%.*s %.*s %d %.3f ms\n", static_cast<int>(method.size()), method.data(),

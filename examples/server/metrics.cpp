@@ -17,10 +17,7 @@ class refreshing_collectable final : public prometheus::Collectable {
  public:
   refreshing_collectable(metrics& m, std::shared_ptr<prometheus::Registry> r)
       : m_(m), registry_(std::move(r)) {}
-  std::vector<prometheus::MetricFamily> Collect() const override {
-    if (m_.refresh) m_.refresh(m_);
-    return registry_->Collect();
-  }
+  std::vector<prometheus::MetricFamily> Collect() const override { return m_.collect(); }
 
  private:
   metrics& m_;
@@ -67,38 +64,36 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   unmatched_ = series("", "unmatched");
 }
 
-metrics::route_series& metrics::series(const std::string& method, const std::string& route) {
+metrics::route_series metrics::series(const std::string& method, const std::string& route) {
   route_series s;
   s.duration = &durations_->Add({{"method", method}, {"route", route}}, buckets());
   for (std::size_t i = 0; i < s.by_class.size(); ++i) {
     s.by_class[i] = &requests_->Add(
         {{"method", method}, {"route", route}, {"code", std::to_string(i + 1) + "xx"}});
   }
-  return routes_[method + ' ' + route] = s;
+  return s;
 }
 
 void metrics::add_route(const std::string& method, const std::string& route) {
-  series(method, route);
+  routes_.push_back(series(method, route));
 }
 
-void metrics::observe(std::string_view method, std::string_view route, int status, double seconds) {
-  std::string key;
-  key.reserve(method.size() + route.size() + 1);
-  key.append(method).append(1, ' ').append(route);
-  const auto it = routes_.find(key);
-  const route_series& s = it != routes_.end() ? it->second : unmatched_;
+void metrics::observe(std::size_t route_index, int status, double seconds) {
+  const route_series& s = route_index < routes_.size() ? routes_[route_index] : unmatched_;
   s.duration->Observe(seconds);
   const int cls = status / 100;
   if (cls >= 1 && cls <= 5) s.by_class[static_cast<std::size_t>(cls - 1)]->Increment();
 }
 
-std::string metrics::text() {
+std::vector<prometheus::MetricFamily> metrics::collect() {
   {
     const std::lock_guard lock(refresh_mutex_);
     if (refresh) refresh(*this);
   }
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  return registry_->Collect();
 }
+
+std::string metrics::text() { return prometheus::TextSerializer().Serialize(collect()); }
 
 std::shared_ptr<prometheus::Collectable> metrics::collectable() {
   return std::make_shared<refreshing_collectable>(*this, registry_);

@@ -11,9 +11,10 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <vector>
 
 namespace server {
 
@@ -21,12 +22,15 @@ class metrics {
  public:
   metrics();
 
-  /// Pre-creates the series of a route (so a request never takes the family's lock).
+  /// Creates the series of the next route (in router registration order), so that a
+  /// request never takes the family's lock or builds a label set.
   void add_route(const std::string& method, const std::string& route);
-  /// Records one request.
-  void observe(std::string_view method, std::string_view route, int status, double seconds);
+  /// Records one request of the route with that index (router::unmatched: none).
+  void observe(std::size_t route_index, int status, double seconds);
   /// Set by the application: refreshes the gauges that mirror pool and table state.
   std::function<void(metrics&)> refresh;
+  /// @return every metric family, after refresh().
+  std::vector<prometheus::MetricFamily> collect();
   /// @return the Prometheus text exposition of every metric (after refresh()).
   std::string text();
   /// A Collectable for prometheus::Exposer that refreshes before collecting.
@@ -57,12 +61,12 @@ class metrics {
     prometheus::Histogram* duration = nullptr;
     std::array<prometheus::Counter*, 5> by_class{};  // 1xx..5xx
   };
-  route_series& series(const std::string& method, const std::string& route);
+  route_series series(const std::string& method, const std::string& route);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Histogram>* durations_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
-  std::unordered_map<std::string, route_series> routes_;  // filled before serving
+  std::vector<route_series> routes_;  // filled before serving, by route index
   route_series unmatched_;
   std::mutex refresh_mutex_;
 };
