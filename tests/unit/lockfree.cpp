@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,47 @@ TEST_CASE("mpmc_queue destroys what is left in it, exactly once") {
     tracked out;
     for (int i = 0; i < 40; ++i) REQUIRE(q.try_pop(out));
     CHECK(out.value == 39);
+  }
+  CHECK(tracked::live() == 0);
+}
+
+TEST_CASE("mpmc_queue reuses its blocks: values stay intact across many refills") {
+  REQUIRE(tracked::live() == 0);
+  {
+    ptk::detail::mpmc_queue<tracked> q;
+    int next_in = 0;
+    int next_out = 0;
+    // Short bursts keep only a few blocks in use, so retired blocks are taken again.
+    for (int round = 0; round < 200; ++round) {
+      for (int i = 0; i < 45; ++i) q.push(tracked(next_in++));
+      while (q.try_pop_many([&](tracked&& t) { CHECK(t.value == next_out++); }, 16, 1) != 0) {
+      }
+    }
+    CHECK(next_out == next_in);
+    CHECK(q.size_approx() == 0);
+  }
+  CHECK(tracked::live() == 0);
+}
+
+TEST_CASE("mpmc_queue::try_pop_many destroys the rest of a claim when the sink throws") {
+  REQUIRE(tracked::live() == 0);
+  {
+    ptk::detail::mpmc_queue<tracked> q;
+    for (int i = 0; i < 100; ++i) q.push(tracked(i));
+    int handed = 0;
+    CHECK_THROWS_AS(q.try_pop_many(
+                        [&](tracked&&) {
+                          if (++handed == 3) throw std::runtime_error("sink");
+                        },
+                        10, 1),
+                    std::runtime_error);
+    CHECK(tracked::live() == 90);  // ten claimed: three handed over, seven destroyed
+    std::vector<int> rest;
+    while (q.try_pop_many([&](tracked&& t) { rest.push_back(t.value); }, 16, 1) != 0) {
+    }
+    REQUIRE(rest.size() == 90);
+    CHECK(rest.front() == 10);
+    CHECK(rest.back() == 99);
   }
   CHECK(tracked::live() == 0);
 }

@@ -28,21 +28,22 @@ class mpmc_queue {
   static constexpr std::size_t lap = 32;
   static constexpr std::size_t block_cap = lap - 1;
 
-  static constexpr std::uint32_t written = 1;  // the value is in the slot
-  static constexpr std::uint32_t read = 2;     // the value was taken
-  static constexpr std::uint32_t destroy = 4;  // free the block when you finish
-
   struct slot {
     alignas(T) unsigned char storage[sizeof(T)];
-    std::atomic<std::uint32_t> state{0};
+    std::atomic<bool> written{false};  // set once, by the producer, after constructing
     T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
     void wait_written() const noexcept {
-      for (unsigned i = 0; (state.load(std::memory_order_acquire) & written) == 0; ++i) snooze(i);
+      for (unsigned i = 0; !written.load(std::memory_order_acquire); ++i) snooze(i);
     }
   };
 
   struct block {
     std::atomic<block*> next{nullptr};
+    // Slots whose readers are done with them. Each claim adds its count once, after
+    // its last access to the block; whoever completes block_cap retires the block.
+    // (One read-modify-write per claim, where a flag per slot would cost one per
+    // value, on a cache line the producer has just written.)
+    std::atomic<std::uint32_t> finished{0};
     slot slots[block_cap];
     block* wait_next() const noexcept {
       for (unsigned i = 0;; ++i) {
@@ -50,19 +51,48 @@ class mpmc_queue {
         snooze(i);
       }
     }
-    // Frees the block unless a reader of slot >= start is still busy; that reader
-    // then sees `destroy` and continues from its own slot.
-    static void destroy_from(block* b, std::size_t start) noexcept {
-      for (std::size_t i = start; i + 1 < block_cap; ++i) {
-        slot& s = b->slots[i];
-        if ((s.state.load(std::memory_order_acquire) & read) == 0 &&
-            (s.state.fetch_or(destroy, std::memory_order_acq_rel) & read) == 0) {
-          return;
-        }
-      }
-      delete b;
-    }
   };
+
+  void finish_reads(block* b, std::size_t n) noexcept {
+    // acq_rel: every reader's accesses happen before the retiring reader's recycle.
+    if (b->finished.fetch_add(static_cast<std::uint32_t>(n), std::memory_order_acq_rel) + n ==
+        block_cap) {
+      recycle(b);
+    }
+  }
+
+  // Blocks are recycled through a few cached pointers: a steady stream of pushes
+  // and pops then reuses the same warm blocks instead of calling malloc and free
+  // once per block_cap values from different threads (which contend on the
+  // allocator's arena lock and, for a deep queue, fault in fresh pages). Whole
+  // blocks change hands by exchange, so there is no ABA to worry about.
+  static constexpr std::size_t cached_blocks = 8;
+
+  void recycle(block* b) noexcept {
+    for (auto& c : cache_) {
+      if (c.load(std::memory_order_relaxed) != nullptr) continue;
+      block* expected = nullptr;
+      // Release: the last reads of the block's slots happen before its reuse.
+      if (c.compare_exchange_strong(expected, b, std::memory_order_release,
+                                    std::memory_order_relaxed)) {
+        return;
+      }
+    }
+    delete b;
+  }
+
+  block* new_block() {
+    for (auto& c : cache_) {
+      if (c.load(std::memory_order_relaxed) == nullptr) continue;
+      if (block* b = c.exchange(nullptr, std::memory_order_acquire)) {
+        b->next.store(nullptr, std::memory_order_relaxed);
+        b->finished.store(0, std::memory_order_relaxed);
+        for (slot& s : b->slots) s.written.store(false, std::memory_order_relaxed);
+        return b;  // published by the release stores that install it
+      }
+    }
+    return new block;
+  }
 
   static void snooze(unsigned i) noexcept {
     if (i < 64) {
@@ -93,6 +123,7 @@ class mpmc_queue {
       head += std::size_t{1} << shift;
     }
     delete b;
+    for (auto& c : cache_) delete c.load(std::memory_order_relaxed);
   }
 
   /// Constructs a value from `args` directly in its slot.
@@ -109,9 +140,9 @@ class mpmc_queue {
         b = tail_block_.load(std::memory_order_acquire);
         continue;
       }
-      if (offset + 1 == block_cap && spare == nullptr) spare = new block;  // before claiming
+      if (offset + 1 == block_cap && spare == nullptr) spare = new_block();  // before claiming
       if (b == nullptr) {  // the very first push installs the first block
-        block* first = spare != nullptr ? std::exchange(spare, nullptr) : new block;
+        block* first = spare != nullptr ? std::exchange(spare, nullptr) : new_block();
         block* expected = nullptr;
         if (tail_block_.compare_exchange_strong(expected, first, std::memory_order_release)) {
           head_block_.store(first, std::memory_order_release);
@@ -136,8 +167,8 @@ class mpmc_queue {
         }
         slot& s = b->slots[offset];
         ::new (static_cast<void*>(s.storage)) T(std::forward<A>(args)...);
-        s.state.fetch_or(written, std::memory_order_release);
-        delete spare;  // allocated for a block boundary another producer got to first
+        s.written.store(true, std::memory_order_release);
+        if (spare != nullptr) recycle(spare);  // for a boundary another producer got to first
         return;
       }
       b = tail_block_.load(std::memory_order_acquire);
@@ -190,18 +221,29 @@ class mpmc_queue {
           head_block_.store(next, std::memory_order_release);
           head_index_.store(next_index, std::memory_order_release);
         }
-        // Exactly what n single pops by this thread would do, slot by slot.
-        for (std::size_t i = offset; i < offset + n; ++i) {
-          slot& sl = b->slots[i];
-          sl.wait_written();
-          T v = std::move(*sl.value());
-          sl.value()->~T();
-          if (i + 1 == block_cap) {
-            block::destroy_from(b, 0);
-          } else if ((sl.state.fetch_or(read, std::memory_order_acq_rel) & destroy) != 0) {
-            block::destroy_from(b, i + 1);
+        // The claimed slots, in order. If `sink` throws, the values not handed over
+        // yet are destroyed, and the block still learns that this claim is done.
+        struct finisher {
+          mpmc_queue& q;
+          block* b;
+          std::size_t next;  // the next slot to hand over
+          std::size_t end;
+          std::size_t count;
+          ~finisher() {
+            for (; next < end; ++next) {  // only when `sink` threw (from that slot on)
+              slot& sl = b->slots[next];
+              sl.wait_written();
+              sl.value()->~T();
+            }
+            q.finish_reads(b, count);
           }
-          sink(std::move(v));
+        } claim{*this, b, offset, offset + n, n};
+        while (claim.next < claim.end) {
+          slot& sl = b->slots[claim.next];
+          sl.wait_written();
+          sink(std::move(*sl.value()));  // moved straight from the slot to its destination
+          sl.value()->~T();
+          ++claim.next;
         }
         return n;
       }
@@ -236,6 +278,7 @@ class mpmc_queue {
   std::atomic<block*> head_block_{nullptr};
   alignas(64) std::atomic<std::size_t> tail_index_{0};
   std::atomic<block*> tail_block_{nullptr};
+  alignas(64) std::atomic<block*> cache_[cached_blocks] = {};
 };
 
 }  // namespace ptk::detail
