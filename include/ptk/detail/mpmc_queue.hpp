@@ -1,8 +1,8 @@
 // Internal: an unbounded multi-producer/multi-consumer queue with values stored in
 // place, in linked blocks of 31 slots. The algorithm is crossbeam's SegQueue
 // (Rust, MIT/Apache-2.0), itself after Dmitry Vyukov's bounded queue: a push or a
-// pop is one CAS on an index; a block is allocated once per 31 pushes and freed by
-// whichever of its readers finishes last.
+// pop is one CAS on an index; a block is needed once per 31 pushes and retired by
+// whichever of its readers finishes last (into a small cache of blocks for reuse).
 //
 // Index layout: bits 1.. count positions (32 per block; position 31 of a block is
 // never a slot, it marks "the next block is being installed"); bit 0 of the head
