@@ -316,7 +316,7 @@ class thread_pool {
   bool take_batch(worker& w, detail::task_fn& first);
   void notify_after_push() noexcept;
   void wake_if_sleeping() noexcept;
-  void wake_one() noexcept;
+  bool wake_one() noexcept;
   void wake_all() noexcept;
   void notify_idle_waiters() noexcept;
   bool wait_idle_until(std::optional<std::chrono::steady_clock::time_point> deadline,
@@ -358,6 +358,10 @@ class thread_pool {
   alignas(64) detail::futex_word epoch_{0};
   alignas(64) std::atomic<std::uint32_t> sleepers_{0};
   alignas(64) std::atomic<std::uint32_t> searching_{0};
+  // A wake-up is on its way: set by the poster that calls futex_wake, cleared by
+  // the first worker to wake (or to find it set when about to sleep), or by the
+  // poster itself when the call woke nobody.
+  std::atomic<bool> waking_{false};
   // wait_idle() callers sleep on idle_epoch_.
   alignas(64) detail::futex_word idle_epoch_{0};
   std::atomic<std::uint32_t> idle_waiters_{0};
@@ -451,16 +455,23 @@ inline void thread_pool::notify_after_push() noexcept {
 }
 
 inline void thread_pool::wake_if_sleeping() noexcept {
-  // A searching worker will find the task; wake a sleeper only if nobody searches.
+  // A searching worker will find the task; wake a sleeper only if nobody searches,
+  // and only if no wake-up is already on its way: until the woken worker runs,
+  // posts would otherwise make one futex call each.
   if (sleepers_.load(std::memory_order_seq_cst) != 0 &&
-      searching_.load(std::memory_order_seq_cst) == 0) {
-    wake_one();
+      searching_.load(std::memory_order_seq_cst) == 0 && !waking_.load(std::memory_order_seq_cst)) {
+    bool expected = false;
+    if (!waking_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) return;
+    // Woken nobody: the sleeper counted was on its way out (or is about to see the
+    // new epoch and come back by itself). Nobody would clear the flag then, and it
+    // would keep later posts from waking a worker that does fall asleep.
+    if (!wake_one()) waking_.store(false, std::memory_order_seq_cst);
   }
 }
 
-inline void thread_pool::wake_one() noexcept {
+inline bool thread_pool::wake_one() noexcept {
   epoch_.fetch_add(1, std::memory_order_release);
-  detail::futex_wake(epoch_, 1);
+  return detail::futex_wake(epoch_, 1) != 0;
 }
 
 inline void thread_pool::wake_all() noexcept {
@@ -647,7 +658,15 @@ inline bool thread_pool::idle(worker& /*w*/) {
   searching_.fetch_sub(1, std::memory_order_seq_cst);
   const std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
   detail::seq_cst_fence();
-  if (!work_visible() && !exiting_.load(std::memory_order_acquire)) detail::futex_wait(epoch_, e);
+  if (!work_visible() && !exiting_.load(std::memory_order_acquire) &&
+      !waking_.load(std::memory_order_seq_cst)) {
+    detail::futex_wait(epoch_, e);
+  }
+  // Whether this worker was the one woken or not, it looks for work now: the
+  // wake-up in flight (if any) has done its job, so later posts may wake another
+  // sleeper. Cleared before the look (both seq_cst): a poster that found the flag
+  // set after pushing has its task seen by this look.
+  waking_.store(false, std::memory_order_seq_cst);
   sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   return !exiting_.load(std::memory_order_acquire) || work_visible();
 }
