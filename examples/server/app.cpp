@@ -239,6 +239,61 @@ json pool_error(const std::exception& e) {
   return {{"type", type}, {"message", e.what()}};
 }
 
+// The JSON schema of each POST body, for /openapi.json. Unknown fields are refused.
+json request_schema(const std::string& path) {
+  const auto integer = [](long long lo, long long hi, const char* what) {
+    return json{{"type", "integer"}, {"minimum", lo}, {"maximum", hi}, {"description", what}};
+  };
+  const auto choice = [](std::initializer_list<const char*> values, const char* what) {
+    json e = json::array();
+    for (const char* v : values) e.push_back(v);
+    return json{
+        {"type", "string"}, {"enum", e}, {"default", *values.begin()}, {"description", what}};
+  };
+  json props;
+  json required = json::array();
+  if (path == "/api/cpp/process/create") {
+    props = {{"argv",
+              {{"type", "array"},
+               {"items", {{"type", "string"}}},
+               {"minItems", 1},
+               {"description", "the program (in ALLOWED_COMMANDS) and its arguments"}}},
+             {"cwd", {{"type", "string"}, {"description", "working directory"}}},
+             {"env",
+              {{"type", "object"},
+               {"additionalProperties", {{"type", "string"}}},
+               {"description", "variables added to the server's environment"}}},
+             {"timeout",
+              {{"type", "number"},
+               {"description", "seconds before it is terminated (at most PROCESS_TIMEOUT)"}}}};
+    required.push_back("argv");
+  } else if (path == "/api/cpp/process/pool/submit") {
+    props = {{"function", choice({"fib", "prime_count", "sleep", "crash"}, "registered function")},
+             {"n", integer(0, 50'000'000, "fib: 0 to 40; prime_count: primes below n")},
+             {"ms", integer(0, 60000, "sleep: milliseconds")},
+             {"mode", choice({"sync", "background"}, "wait, or answer 202 with a job")}};
+  } else if (path == "/api/cpp/thread/create") {
+    props = {{"name", {{"type", "string"}, {"maxLength", 64}, {"description", "thread name"}}},
+             {"task", choice({"sleep", "cpu", "fib", "fail"}, "what the thread runs")},
+             {"ms", integer(0, 600000, "sleep and cpu: milliseconds")},
+             {"n", integer(0, 40, "fib: n")}};
+  } else if (path == "/api/cpp/thread/pool/submit") {
+    props = {{"task", choice({"fib", "primes", "sleep"}, "what to run")},
+             {"n", integer(0, 50'000'000, "fib: 0 to 40; primes: primes below n")},
+             {"ms", integer(0, 60000, "sleep: milliseconds")},
+             {"mode", choice({"sync", "background"}, "wait, or answer 202 with a job")},
+             {"priority", choice({"normal", "high"}, "thread pool priority")}};
+  } else if (path == "/api/cpp/comparison/benchmark/run") {
+    props = {{"scenario", choice({"cpu", "io"}, "CPU-bound (fib) or I/O-bound (sleep)")},
+             {"tasks", integer(1, 256, "how many tasks")},
+             {"n", integer(1, 5000, "cpu: fib(n), at most 35; io: milliseconds of sleep")},
+             {"workers", integer(1, 64, "threads of the thread run")}};
+  }
+  json schema = {{"type", "object"}, {"properties", props}, {"additionalProperties", false}};
+  if (!required.empty()) schema["required"] = required;
+  return schema;
+}
+
 }  // namespace
 
 // ---- construction, routes, OpenAPI -----------------------------------------------
@@ -487,7 +542,7 @@ json app::openapi() const {
           {"required", true},
           {"content",
            {{"application/json",
-             {{"schema", {{"type", "object"}}}, {"example", d.request_example}}}}}};
+             {{"schema", request_schema(d.path)}, {"example", d.request_example}}}}}};
     }
     json responses = json::object();
     for (int s : d.statuses) {
