@@ -46,6 +46,15 @@ TEST_CASE("parallel_for rethrows the first exception and skips the rest") {
   CHECK(ran.load() < 1000);
 }
 
+TEST_CASE("a parallel loop on a pool that was shut down throws and runs nothing") {
+  ptk::thread_pool pool{2};
+  pool.shutdown(ptk::shutdown_policy::drain);
+  std::atomic<int> ran{0};
+  CHECK_THROWS_AS(ptk::parallel_for(pool, 0, 100, [&](std::size_t) { ran.fetch_add(1); }),
+                  std::runtime_error);
+  CHECK(ran.load() == 0);
+}
+
 TEST_CASE("parallel loops nested inside pool tasks, more than workers, finish") {
   ptk::thread_pool pool{2};
   std::atomic<long> total{0};

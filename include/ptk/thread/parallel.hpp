@@ -2,9 +2,9 @@
 /// @brief Parallel loops on a ptk::thread_pool: parallel_for and parallel_reduce.
 ///
 /// The index range is cut into chunks of `grain` indices (by default about eight
-/// chunks per worker). Chunks are spawned by recursive halving, so idle workers
-/// steal large halves first; the calling thread works on the range too and, on a
-/// pool worker, runs other tasks while it waits. Loops nest without deadlock.
+/// chunks per worker). The calling thread and helper tasks on the pool take the
+/// chunks one by one, whoever is free next; the caller keeps the first chunk and, on
+/// a pool worker, runs other tasks while it waits. Loops nest without deadlock.
 #pragma once
 
 #include <ptk/config.hpp>
@@ -17,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -26,89 +27,117 @@ namespace ptk {
 namespace detail {
 
 // Shared by every chunk of one loop; lives on the caller's stack, which outlives
-// the chunks because the caller waits for all of them.
+// the helpers because the caller waits for all of them.
+//
+// The chunks are claimed one at a time from a shared counter by the caller and by
+// helper tasks posted to the pool: whoever is free takes the next chunk, so a thread
+// that runs late (preempted, or busy with another task first) leaves the rest to
+// the others. Chunk boundaries depend only on the range and the chunk count, never
+// on which thread ran what, so reductions combine the same way on every run.
 template <class Leaf>
 class chunked_loop {
  public:
   chunked_loop(thread_pool& pool, std::size_t first, std::size_t last, std::size_t grain,
                Leaf& leaf)
       : pool_(pool), first_(first), n_(last - first), leaf_(leaf) {
-    if (grain == 0) grain = std::max<std::size_t>(1, n_ / (8 * std::size_t{pool.size()}));
+    if (grain == 0) grain = std::max<std::size_t>(1, n_ / (chunks_per_worker * pool.size()));
     chunks_ = (n_ + grain - 1) / grain;
   }
+  chunked_loop(const chunked_loop&) = delete;
+  chunked_loop& operator=(const chunked_loop&) = delete;
+  ~chunked_loop() = default;
 
   [[nodiscard]] std::size_t chunks() const noexcept { return chunks_; }
 
-  // Runs chunks [0, chunks) with the caller's help, then rethrows the first
-  // exception a chunk threw.
+  // Runs every chunk with the help of the pool, then rethrows the first exception a
+  // chunk threw.
   void run() {
     if (chunks_ == 0) return;
-    group_.run_range(*this, 0, chunks_);
-    group_.wait();
+    const std::size_t helpers = std::min(helpers_wanted(), chunks_ - 1);
+    for (std::size_t h = 0; h < helpers; ++h) {
+      pending_.fetch_add(1, std::memory_order_relaxed);
+      try {
+        pool_.post([this] {
+          work();
+          finish_one();
+        });
+      } catch (...) {  // the pool is shut down: no more helpers, fail the loop
+        finish_one();
+        record(std::current_exception());
+        break;
+      }
+    }
+    run_chunk(0);  // the caller keeps the first chunk (next_ starts at 1)
+    work();
+    wait_on_word(pending_, sleeper, [](std::uint32_t v) { return (v & ~sleeper) == 0; });
+    if (failed_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
   }
 
-  void run_chunk(std::size_t c) {
-    if (group_.failed()) return;  // a chunk threw: skip the rest
+ private:
+  static constexpr std::size_t chunks_per_worker = 8;
+  static constexpr std::uint32_t sleeper = 1U << 31;
+
+  // How many threads besides the caller should take chunks. A worker calling the
+  // loop is one of the pool's threads already. An outside caller is one more thread:
+  // when the pool already has a worker per CPU, one worker stays out, because a
+  // thread more than there are CPUs gets preempted, and a preempted thread holding
+  // a chunk holds up the whole loop.
+  [[nodiscard]] std::size_t helpers_wanted() const noexcept {
+    const std::size_t workers = pool_.size();
+    if (pool_.running_in_this_thread()) return workers - 1;
+    static const std::size_t cpus = std::max(1U, std::thread::hardware_concurrency());
+    return workers < cpus ? workers : workers - 1;
+  }
+
+  void work() noexcept {
+    for (;;) {
+      const std::size_t c = next_.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks_) return;
+      run_chunk(c);
+    }
+  }
+
+  void run_chunk(std::size_t c) noexcept {
+    if (failed_.load(std::memory_order_relaxed)) return;  // a chunk threw: skip the rest
     // The first n % chunks chunks get one index more than the others: sizes differ
     // by at most one and boundaries depend only on n and chunks (deterministic).
     const std::size_t base = n_ / chunks_;
     const std::size_t extra = n_ % chunks_;
     const std::size_t lo = first_ + c * base + std::min(c, extra);
     const std::size_t hi = lo + base + (c < extra ? 1 : 0);
-    leaf_(c, lo, hi);
+    try {
+      leaf_(c, lo, hi);
+    } catch (...) {
+      record(std::current_exception());
+    }
   }
 
- private:
-  class group {
-   public:
-    void run_range(chunked_loop& loop, std::size_t lo, std::size_t hi) {
-      // Keep the left half, give away the right half, until one chunk is left.
-      while (hi - lo > 1) {
-        const std::size_t mid = lo + (hi - lo) / 2;
-        pending_.fetch_add(1, std::memory_order_relaxed);
-        loop.pool_.post([&loop, mid, hi] {
-          loop.group_.run_range(loop, mid, hi);
-          loop.group_.finish_one();
-        });
-        hi = mid;
-      }
-      try {
-        loop.run_chunk(lo);
-      } catch (...) {
-        record(std::current_exception());
-      }
-    }
-    void wait() {
-      wait_on_word(pending_, sleeper, [](std::uint32_t v) { return (v & ~sleeper) == 0; });
-      if (failed_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
-    }
-    [[nodiscard]] bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
+  void finish_one() noexcept {
+    const std::uint32_t old = pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // The caller may return (and free the loop) as soon as the count reaches zero;
+    // after that only the futex address is used, which is harmless.
+    if ((old & ~sleeper) == 1 && (old & sleeper) != 0) futex_wake_all(pending_);
+  }
 
-   private:
-    static constexpr std::uint32_t sleeper = 1U << 31;
-    void finish_one() noexcept {
-      const std::uint32_t old = pending_.fetch_sub(1, std::memory_order_acq_rel);
-      if ((old & ~sleeper) == 1 && (old & sleeper) != 0) futex_wake_all(pending_);
+  void record(std::exception_ptr e) noexcept {
+    bool expected = false;
+    if (claimed_.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+      error_ = std::move(e);
+      failed_.store(true, std::memory_order_release);
     }
-    void record(std::exception_ptr e) noexcept {
-      bool expected = false;
-      if (claimed_.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
-        error_ = std::move(e);
-        failed_.store(true, std::memory_order_release);
-      }
-    }
-    futex_word pending_{0};
-    std::atomic<bool> claimed_{false};
-    std::atomic<bool> failed_{false};
-    std::exception_ptr error_;
-  };
+  }
 
   thread_pool& pool_;
   std::size_t first_;
   std::size_t n_;
   std::size_t chunks_ = 0;
   Leaf& leaf_;
-  group group_;
+  // Claimed by every participant once per chunk: a cache line of its own.
+  alignas(64) std::atomic<std::size_t> next_{1};
+  alignas(64) futex_word pending_{0};  // helpers posted and not finished
+  std::atomic<bool> claimed_{false};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
 };
 
 }  // namespace detail
