@@ -95,6 +95,26 @@ TEST_CASE("queue: strings up to the slot size; try forms, timeouts, stop, close"
   CHECK(q.recv().status() == channel_status::closed);
 }
 
+TEST_CASE("queue: every send that returned ok, even racing close(), is received", "[ipc][queue]") {
+  ptk::queue<std::uint64_t> q{8};
+  std::atomic<std::uint64_t> sent{0}, received{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < 3; ++p) {
+    threads.emplace_back([&] {
+      for (std::uint64_t i = 0; q.send(i) == channel_status::ok; ++i) ++sent;
+    });
+  }
+  for (int c = 0; c < 2; ++c) {
+    threads.emplace_back([&] {
+      while (q.recv()) ++received;
+    });
+  }
+  REQUIRE(eventually([&] { return sent.load() > 5000; }));
+  q.close();  // while sends are in flight
+  for (auto& t : threads) t.join();
+  CHECK(received.load() == sent.load());
+}
+
 TEST_CASE("queue: 2 producer and 2 consumer processes", "[ipc][queue]") {
   const shm_name name;
   auto q = ptk::queue<std::uint64_t>::create(name, 128);
@@ -169,29 +189,76 @@ TEST_CASE("queue: producers killed at random points lose nothing committed", "[i
   }
 }
 
-TEST_CASE("queue: a process killed while holding the lock does not wedge the queue",
-          "[ipc][queue]") {
+namespace {
+
+// The state word of slot `i` of a queue whose segment is mapped at `base`.
+std::atomic<std::uint64_t>& slot_word(ptk::shared_memory& base, std::size_t slot_size,
+                                      std::size_t i) {
+  return *reinterpret_cast<std::atomic<std::uint64_t>*>(
+      base.data() + sizeof(ptk::detail::queue_control) + i * slot_size);
+}
+constexpr std::size_t int_slot = ptk::detail::round8(ptk::detail::queue_slot_header + sizeof(int));
+
+}  // namespace
+
+TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue", "[ipc][queue]") {
+  namespace qs = ptk::detail::queue_slot;
   const shm_name name;
-  auto q = ptk::queue<int>::create(name, 8);
-  REQUIRE(q.send(1) == channel_status::ok);
+  auto q = ptk::queue<int>::create(name, 4);
   auto raw = ptk::shared_memory::open(name);
-  auto* owner = reinterpret_cast<std::atomic<std::uint64_t>*>(
-      raw.data() + offsetof(ptk::detail::queue_control, lock));
+  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
+      raw.data() + offsetof(ptk::detail::queue_control, tail));
   const pid_t child = fork_child([&] {
-    // Take the lock the way a sender does, then die inside it.
-    std::uint64_t expected = 0;
-    const std::uint64_t me = (static_cast<std::uint64_t>(::getpid()) << 32) | 1U;
-    if (!owner->compare_exchange_strong(expected, me)) return 1;
+    // Claim slot 0 the way a sender does, then die before writing the message.
+    auto tx = ptk::queue<int>::open(name.str());
+    std::uint64_t empty = qs::make(0, qs::empty, 0);
+    const auto me = static_cast<std::uint32_t>(::getpid());
+    if (!slot_word(raw, int_slot, 0).compare_exchange_strong(empty, qs::make(0, qs::writing, me)))
+      return 1;
+    tail->store(1);
     ::kill(::getpid(), SIGKILL);
     return 0;
   });
   int status = 0;
   ::waitpid(child, &status, 0);
   REQUIRE(WIFSIGNALED(status));
-  CHECK(owner->load() != 0);
-  CHECK(*q.recv_for(30s) == 1);  // takes the lock over from the dead owner
-  CHECK(q.send(2) == channel_status::ok);
+  REQUIRE(q.send(1) == channel_status::ok);  // behind the dead sender's slot
+  CHECK(*q.recv_for(30s) == 1);              // skips it once the claimant is found dead
+  for (int i = 2; i < 12; ++i) {
+    REQUIRE(q.send(i) == channel_status::ok);
+    REQUIRE(*q.recv() == i);
+  }
+  CHECK(q.try_recv().status() == channel_status::empty);
+}
+
+TEST_CASE("queue: a receiver killed while reading costs that message and no slot", "[ipc][queue]") {
+  namespace qs = ptk::detail::queue_slot;
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 2);
+  REQUIRE(q.send(1) == channel_status::ok);
+  REQUIRE(q.send(2) == channel_status::ok);
+  auto raw = ptk::shared_memory::open(name);
+  auto* head = reinterpret_cast<std::atomic<std::uint64_t>*>(
+      raw.data() + offsetof(ptk::detail::queue_control, head));
+  const pid_t child = fork_child([&] {
+    // Claim message 1 the way a receiver does, then die before reading it.
+    auto rx = ptk::queue<int>::open(name.str());
+    std::uint64_t full = qs::make(0, qs::full, 0);
+    const auto me = static_cast<std::uint32_t>(::getpid());
+    if (!slot_word(raw, int_slot, 0).compare_exchange_strong(full, qs::make(0, qs::reading, me)))
+      return 1;
+    head->store(1);
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  });
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  // The queue is full until a sender finds the reader dead and takes its slot back.
+  CHECK(q.send_for(3, 30s) == channel_status::ok);
   CHECK(*q.recv() == 2);
+  CHECK(*q.recv() == 3);
+  CHECK(q.try_recv().status() == channel_status::empty);
 }
 
 TEST_CASE("queue: consumers killed at random points neither duplicate nor wedge", "[ipc][queue]") {
@@ -248,7 +315,8 @@ TEST_CASE("queue: corrupt and mismatched segments are rejected", "[ipc][queue]")
   REQUIRE(q.send("hello") == channel_status::ok);
   auto raw = ptk::shared_memory::open(name);
   const std::uint64_t huge = 1 << 20;
-  std::memcpy(raw.data() + sizeof(ptk::detail::queue_control), &huge, sizeof huge);
+  std::memcpy(raw.data() + sizeof(ptk::detail::queue_control) + ptk::detail::queue_slot_header,
+              &huge, sizeof huge);
   CHECK_THROWS_WITH(q.try_recv(), Contains("message length beyond the slot"));
   auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
       raw.data() + offsetof(ptk::detail::queue_control, tail));

@@ -75,7 +75,8 @@ constexpr std::uint64_t type_hash() noexcept {
 // ---- the segment header -----------------------------------------------------------
 
 inline constexpr std::uint64_t segment_magic = 0x315f4d48534b5450ULL;  // "PTKSHM_1"
-inline constexpr std::uint32_t segment_version = 1;
+// 2: ptk::queue claims slots through per-slot state words instead of a lock.
+inline constexpr std::uint32_t segment_version = 2;
 
 enum class segment_kind : std::uint32_t { ring = 1, queue = 2, value = 3, array = 4 };
 
