@@ -146,6 +146,19 @@ pid_t id_param(const request& req, const char* name) {
   return static_cast<pid_t>(v);
 }
 
+// The entry of `table` named by the path parameter `param`, or 404.
+template <class Table>
+typename Table::mapped_type find_tracked(Table& table, const request& req, const char* param,
+                                         const char* what) {
+  const pid_t id = id_param(req, param);
+  const auto it = table.find(id);
+  if (it == table.end()) {
+    throw http_error{404, std::string("no such ") + what,
+                     json{{param, id}, {"hint", std::string("GET /api/cpp/") + what + "/list"}}};
+  }
+  return it->second;
+}
+
 json exit_json(const ptk::exit_status& s) {
   const auto& u = s.usage();
   return {{"exited", s.exited()},
@@ -783,14 +796,8 @@ asio::awaitable<void> app::end_process(std::shared_ptr<tracked_process> p, std::
 }
 
 std::shared_ptr<tracked_process> app::find_process(const request& req) {
-  const pid_t pid = id_param(req, "pid");
   const std::lock_guard lock(mutex_);
-  const auto it = processes_.find(pid);
-  if (it == processes_.end()) {
-    throw http_error{404, "no such process",
-                     json{{"pid", pid}, {"hint", "GET /api/cpp/process/list"}}};
-  }
-  return it->second;
+  return find_tracked(processes_, req, "pid", "process");
 }
 
 json app::describe(tracked_process& p, bool detail) {
@@ -1062,14 +1069,8 @@ asio::awaitable<response> app::thread_create(request& req) {
 }
 
 std::shared_ptr<tracked_thread> app::find_thread(const request& req) {
-  const pid_t tid = id_param(req, "tid");
   const std::lock_guard lock(mutex_);
-  const auto it = threads_.find(tid);
-  if (it == threads_.end()) {
-    throw http_error{404, "no such thread",
-                     json{{"tid", tid}, {"hint", "GET /api/cpp/thread/list"}}};
-  }
-  return it->second;
+  return find_tracked(threads_, req, "tid", "thread");
 }
 
 json app::describe(tracked_thread& t, bool detail) {

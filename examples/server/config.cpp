@@ -4,9 +4,11 @@
 
 #include <asio/ip/address.hpp>
 
+#include <cctype>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <string_view>
 
 #ifndef PTK_SERVER_SWAGGER_UI_DIR
 #define PTK_SERVER_SWAGGER_UI_DIR "/usr/local/share/ptk/node_modules/swagger-ui-dist"
@@ -48,61 +50,41 @@ config load_config(int argc, char** argv) {
   std::string allowed;
   for (const auto& a : c.allowed_commands) allowed += (allowed.empty() ? "" : ",") + a;
   const auto positive = CLI::PositiveNumber;
-  app.add_option("--host", c.host, "address to listen on")->envname("HOST");
-  app.add_option("--port", c.port, "port to listen on (0: ephemeral, printed)")->envname("PORT");
-  app.add_option("--workers", c.workers, "I/O threads")->envname("WORKERS")->check(positive);
-  app.add_option("--max-processes", c.max_processes, "spawned processes running at once")
-      ->envname("MAX_PROCESSES")
+  // Each setting: the environment variable NAME and the flag --name.
+  const auto option = [&app](auto& variable, std::string_view env, const char* help) {
+    std::string flag = "--";
+    for (const char ch : env) {
+      flag += ch == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    return app.add_option(flag, variable, help)->envname(std::string(env));
+  };
+  option(c.host, "HOST", "address to listen on");
+  option(c.port, "PORT", "port to listen on (0: ephemeral, printed)");
+  option(c.workers, "WORKERS", "I/O threads")->check(positive);
+  option(c.max_processes, "MAX_PROCESSES", "spawned processes running at once")->check(positive);
+  option(c.process_timeout, "PROCESS_TIMEOUT", "seconds before a spawned process is terminated")
       ->check(positive);
-  app.add_option("--process-timeout", c.process_timeout,
-                 "seconds before a spawned process is terminated")
-      ->envname("PROCESS_TIMEOUT")
+  option(c.process_pool_size, "PROCESS_POOL_SIZE", "worker processes of the pool")->check(positive);
+  option(c.max_threads, "MAX_THREADS", "API-created threads running at once")->check(positive);
+  option(c.thread_pool_size, "THREAD_POOL_SIZE", "workers of the thread pool")->check(positive);
+  option(c.enable_metrics, "ENABLE_METRICS", "serve GET /metrics (true/false)");
+  option(c.metrics_port, "METRICS_PORT", "also serve Prometheus metrics on this port (0: off)");
+  option(allowed, "ALLOWED_COMMANDS", "comma-separated programs POST process/create may run");
+  option(c.api_token, "API_TOKEN",
+         "bearer token required by mutating endpoints (required off loopback)");
+  option(c.database, "DATABASE", "SQLite file for benchmark results and jobs");
+  option(c.swagger_ui_dir, "SWAGGER_UI_DIR", "the swagger-ui-dist package directory");
+  option(c.max_body_bytes, "MAX_BODY_BYTES", "largest request body (413 above)")->check(positive);
+  option(c.max_header_bytes, "MAX_HEADER_BYTES", "largest request head (431 above)")
       ->check(positive);
-  app.add_option("--process-pool-size", c.process_pool_size, "worker processes of the pool")
-      ->envname("PROCESS_POOL_SIZE")
+  option(c.max_connections, "MAX_CONNECTIONS", "open connections (503 above)")->check(positive);
+  option(c.max_jobs, "MAX_JOBS", "background jobs queued or running (503 above)")->check(positive);
+  option(c.request_timeout, "REQUEST_TIMEOUT", "seconds to receive a whole request")
       ->check(positive);
-  app.add_option("--max-threads", c.max_threads, "API-created threads running at once")
-      ->envname("MAX_THREADS")
+  option(c.idle_timeout, "IDLE_TIMEOUT", "seconds a keep-alive connection may idle")
       ->check(positive);
-  app.add_option("--thread-pool-size", c.thread_pool_size, "workers of the thread pool")
-      ->envname("THREAD_POOL_SIZE")
-      ->check(positive);
-  app.add_option("--enable-metrics", c.enable_metrics, "serve GET /metrics (true/false)")
-      ->envname("ENABLE_METRICS");
-  app.add_option("--metrics-port", c.metrics_port,
-                 "also serve Prometheus metrics on this port (0: off)")
-      ->envname("METRICS_PORT");
-  app.add_option("--allowed-commands", allowed,
-                 "comma-separated programs POST process/create may run")
-      ->envname("ALLOWED_COMMANDS");
-  app.add_option("--api-token", c.api_token,
-                 "bearer token required by mutating endpoints (required off loopback)")
-      ->envname("API_TOKEN");
-  app.add_option("--database", c.database, "SQLite file for benchmark results and jobs")
-      ->envname("DATABASE");
-  app.add_option("--swagger-ui-dir", c.swagger_ui_dir, "the swagger-ui-dist package directory")
-      ->envname("SWAGGER_UI_DIR");
-  app.add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 above)")
-      ->envname("MAX_BODY_BYTES")
-      ->check(positive);
-  app.add_option("--max-header-bytes", c.max_header_bytes, "largest request head (431 above)")
-      ->envname("MAX_HEADER_BYTES")
-      ->check(positive);
-  app.add_option("--max-connections", c.max_connections, "open connections (503 above)")
-      ->envname("MAX_CONNECTIONS")
-      ->check(positive);
-  app.add_option("--max-jobs", c.max_jobs, "background jobs queued or running (503 above)")
-      ->envname("MAX_JOBS")
-      ->check(positive);
-  app.add_option("--request-timeout", c.request_timeout, "seconds to receive a whole request")
-      ->envname("REQUEST_TIMEOUT")
-      ->check(positive);
-  app.add_option("--idle-timeout", c.idle_timeout, "seconds a keep-alive connection may idle")
-      ->envname("IDLE_TIMEOUT")
-      ->check(positive);
-  app.add_option("--shutdown-grace", c.shutdown_grace,
-                 "seconds between SIGTERM and SIGKILL for children at shutdown")
-      ->envname("SHUTDOWN_GRACE")
+  option(c.shutdown_grace, "SHUTDOWN_GRACE",
+         "seconds between SIGTERM and SIGKILL for children at shutdown")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", c.quiet, "no per-request log lines")->envname("QUIET");
   try {

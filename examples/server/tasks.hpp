@@ -12,19 +12,19 @@ namespace server::tasks {
 /// Naive recursive Fibonacci: pure CPU.
 inline long long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
 
-/// Primes below n, by trial division: pure CPU.
+/// Trial division: pure CPU.
+inline bool is_prime(long long n) {
+  if (n < 2) return false;
+  for (long long d = 2; d * d <= n; ++d) {
+    if (n % d == 0) return false;
+  }
+  return true;
+}
+
+/// Primes below n.
 inline long long prime_count(long long n) {
   long long count = 0;
-  for (long long i = 2; i < n; ++i) {
-    bool prime = true;
-    for (long long d = 2; d * d <= i; ++d) {
-      if (i % d == 0) {
-        prime = false;
-        break;
-      }
-    }
-    count += prime ? 1 : 0;
-  }
+  for (long long i = 2; i < n; ++i) count += is_prime(i) ? 1 : 0;
   return count;
 }
 
@@ -46,14 +46,7 @@ inline long long spin_ms(long long ms, std::stop_token stop = {}) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
   long long found = 0;
   for (long long i = 2; !stop.stop_requested() && std::chrono::steady_clock::now() < end; ++i) {
-    bool prime = true;
-    for (long long d = 2; d * d <= i; ++d) {
-      if (i % d == 0) {
-        prime = false;
-        break;
-      }
-    }
-    found += prime ? 1 : 0;
+    found += is_prime(i) ? 1 : 0;
   }
   return found;
 }
