@@ -3,7 +3,8 @@
 // In-process SPSC throughput against moodycamel::ReaderWriterQueue and
 // boost::lockfree::spsc_queue; cross-process round trips against a raw shared-memory
 // spin ping-pong and a raw futex ping-pong (the floors); bandwidth against a
-// socketpair and memcpy; the MPMC queue against Boost.Interprocess message_queue;
+// socketpair and memcpy; the MPMC queue against Boost.Interprocess message_queue
+// (and a bare Vyukov queue in shared memory, the floor);
 // the typed pipe against a raw pipe. Peer processes are forked children that only
 // run the loop shown (no test framework, no allocation beyond the channel's).
 #include <ptk/detail/atomic.hpp>
@@ -11,16 +12,21 @@
 #include <ptk/ipc.hpp>
 
 #include <benchmark/benchmark.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <new>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -297,74 +303,198 @@ void BM_bandwidth_1m_memcpy(benchmark::State& state) {
 }
 
 // ---- MPMC: 2 producer and 2 consumer processes, 64-byte messages -------------------
+// Each side gets the same work: 100000 messages of 64 bytes from two producer
+// processes to two consumer processes through a queue of 1024 messages, created and
+// torn down (with its four processes) in every iteration.
 
 using msg64 = std::array<char, 64>;
 constexpr int mpmc_messages = 100000;
+constexpr int mpmc_capacity = 1024;
+
+void mpmc_ptk_once() {
+  auto q = ptk::queue<msg64>::anonymous(mpmc_capacity);
+  std::vector<pid_t> producers, consumers;
+  for (int p = 0; p < 2; ++p) {
+    producers.push_back(fork_peer([&] {
+      msg64 m{};
+      for (int i = 0; i < mpmc_messages / 2; ++i) {
+        m[0] = static_cast<char>(i);
+        q.send(m);
+      }
+    }));
+  }
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(fork_peer([&] {
+      while (auto m = q.recv()) benchmark::DoNotOptimize(m);
+    }));
+  }
+  for (auto p : producers) reap(p);
+  q.close();
+  for (auto c : consumers) reap(c);
+}
 
 void BM_mpmc_ptk(benchmark::State& state) {
-  for (auto _ : state) {
-    auto q = ptk::queue<msg64>::anonymous(1024);
-    std::vector<pid_t> producers, consumers;
-    for (int p = 0; p < 2; ++p) {
-      producers.push_back(fork_peer([&] {
-        msg64 m{};
-        for (int i = 0; i < mpmc_messages / 2; ++i) {
-          m[0] = static_cast<char>(i);
-          q.send(m);
-        }
-      }));
-    }
-    for (int c = 0; c < 2; ++c) {
-      consumers.push_back(fork_peer([&] {
-        while (auto m = q.recv()) benchmark::DoNotOptimize(m);
-      }));
-    }
-    for (auto p : producers) reap(p);
-    q.close();
-    for (auto c : consumers) reap(c);
-  }
+  for (auto _ : state) mpmc_ptk_once();
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * mpmc_messages);
 }
 
 #if PTK_BENCH_HAVE_BOOST
-void BM_mpmc_boost_interprocess(benchmark::State& state) {
+void mpmc_boost_once(const std::string& name) {
   namespace bip = boost::interprocess;
-  const std::string name = "ptk-bench-mq-" + std::to_string(::getpid());
-  for (auto _ : state) {
-    bip::message_queue::remove(name.c_str());
-    bip::message_queue q(bip::create_only, name.c_str(), 1024, sizeof(msg64));
-    std::vector<pid_t> producers, consumers;
-    for (int p = 0; p < 2; ++p) {
-      producers.push_back(fork_peer([&] {
-        msg64 m{};
-        for (int i = 0; i < mpmc_messages / 2; ++i) {
-          m[0] = static_cast<char>(i);
-          q.send(m.data(), m.size(), 0);
-        }
-      }));
-    }
-    for (int c = 0; c < 2; ++c) {
-      consumers.push_back(fork_peer([&] {
-        msg64 m{};
-        bip::message_queue::size_type got = 0;
-        unsigned prio = 0;
-        for (;;) {
-          q.receive(m.data(), m.size(), got, prio);
-          if (m[1] == 'S') return;  // the parent's "stop" message, after all the others
-        }
-      }));
-    }
-    for (auto p : producers) reap(p);
-    msg64 stop{};
-    stop[1] = 'S';
-    q.send(stop.data(), stop.size(), 0);  // same priority: behind every queued message
-    q.send(stop.data(), stop.size(), 0);
-    for (auto c : consumers) reap(c);
-  }
   bip::message_queue::remove(name.c_str());
+  bip::message_queue q(bip::create_only, name.c_str(), mpmc_capacity, sizeof(msg64));
+  std::vector<pid_t> producers, consumers;
+  for (int p = 0; p < 2; ++p) {
+    producers.push_back(fork_peer([&] {
+      msg64 m{};
+      for (int i = 0; i < mpmc_messages / 2; ++i) {
+        m[0] = static_cast<char>(i);
+        q.send(m.data(), m.size(), 0);
+      }
+    }));
+  }
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(fork_peer([&] {
+      msg64 m{};
+      bip::message_queue::size_type got = 0;
+      unsigned prio = 0;
+      for (;;) {
+        q.receive(m.data(), m.size(), got, prio);
+        if (m[1] == 'S') return;  // the parent's "stop" message, after all the others
+      }
+    }));
+  }
+  for (auto p : producers) reap(p);
+  msg64 stop{};
+  stop[1] = 'S';
+  q.send(stop.data(), stop.size(), 0);  // same priority: behind every queued message
+  q.send(stop.data(), stop.size(), 0);
+  for (auto c : consumers) reap(c);
+}
+
+void BM_mpmc_boost_interprocess(benchmark::State& state) {
+  const std::string name = "ptk-bench-mq-" + std::to_string(::getpid());
+  for (auto _ : state) mpmc_boost_once(name);
+  boost::interprocess::message_queue::remove(name.c_str());
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * mpmc_messages);
 }
 #endif
+
+// The floor: a bare Vyukov bounded MPMC queue in shared memory (one compare-exchange
+// and one store per message on each side, waiting by spinning and yielding), with
+// none of ptk::queue's guarantees: no crash recovery, no sleeping, no peer loss.
+struct raw_mpmc {
+  struct cell {
+    std::atomic<std::uint64_t> seq;
+    msg64 m;
+  };
+  alignas(64) std::atomic<std::uint64_t> tail;
+  alignas(64) std::atomic<std::uint64_t> head;
+  alignas(64) std::atomic<std::uint32_t> closed;
+  alignas(64) cell cells[mpmc_capacity];
+};
+
+void raw_backoff(int& spins) {
+  if (++spins > 20) {
+    ::sched_yield();
+  } else {
+    ptk::detail::cpu_relax();
+  }
+}
+
+void mpmc_raw_once() {
+  void* mem =
+      ::mmap(nullptr, sizeof(raw_mpmc), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* q = new (mem) raw_mpmc{};
+  for (std::uint64_t i = 0; i < mpmc_capacity; ++i) q->cells[i].seq.store(i);
+  std::vector<pid_t> producers, consumers;
+  for (int p = 0; p < 2; ++p) {
+    producers.push_back(fork_peer([&] {
+      msg64 m{};
+      for (int i = 0; i < mpmc_messages / 2; ++i) {
+        m[0] = static_cast<char>(i);
+        std::uint64_t pos = q->tail.load(std::memory_order_relaxed);
+        int spins = 0;
+        for (;;) {
+          auto& c = q->cells[pos % mpmc_capacity];
+          const auto d = static_cast<std::int64_t>(c.seq.load(std::memory_order_acquire) - pos);
+          if (d == 0 && q->tail.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+            c.m = m;
+            c.seq.store(pos + 1, std::memory_order_release);
+            break;
+          }
+          if (d < 0) raw_backoff(spins);
+          if (d != 0) pos = q->tail.load(std::memory_order_relaxed);
+        }
+      }
+    }));
+  }
+  for (int c = 0; c < 2; ++c) {
+    consumers.push_back(fork_peer([&] {
+      msg64 m{};
+      for (;;) {
+        std::uint64_t pos = q->head.load(std::memory_order_relaxed);
+        int spins = 0;
+        for (;;) {
+          auto& cl = q->cells[pos % mpmc_capacity];
+          const auto d =
+              static_cast<std::int64_t>(cl.seq.load(std::memory_order_acquire) - (pos + 1));
+          if (d == 0 && q->head.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+            m = cl.m;
+            cl.seq.store(pos + mpmc_capacity, std::memory_order_release);
+            break;
+          }
+          if (d < 0) {
+            if (q->closed.load(std::memory_order_acquire) != 0) return;
+            raw_backoff(spins);
+          }
+          if (d != 0) pos = q->head.load(std::memory_order_relaxed);
+        }
+        benchmark::DoNotOptimize(m);
+      }
+    }));
+  }
+  for (auto p : producers) reap(p);
+  q->closed.store(1, std::memory_order_release);
+  for (auto c : consumers) reap(c);
+  ::munmap(mem, sizeof(raw_mpmc));
+}
+
+double median_of(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+template <class F>
+double time_ns(F f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// ptk, Boost and the raw floor in turn within one loop, so that all three see the
+// same machine load at the same moments (a busy 2-core machine moves the separate
+// rows above by 2x from one minute to the next); each reports its median.
+void BM_mpmc_interleaved(benchmark::State& state) {
+  std::vector<double> ptk_times, raw_times;
+#if PTK_BENCH_HAVE_BOOST
+  const std::string name = "ptk-bench-mq-" + std::to_string(::getpid());
+  std::vector<double> boost_times;
+#endif
+  for (auto _ : state) {
+    ptk_times.push_back(time_ns(mpmc_ptk_once));
+#if PTK_BENCH_HAVE_BOOST
+    boost_times.push_back(time_ns([&] { mpmc_boost_once(name); }));
+#endif
+    raw_times.push_back(time_ns(mpmc_raw_once));
+  }
+  state.counters["metric"] = median_of(ptk_times);
+#if PTK_BENCH_HAVE_BOOST
+  boost::interprocess::message_queue::remove(name.c_str());
+  state.counters["peer:boost_message_queue"] = median_of(boost_times);
+#endif
+  state.counters["peer:raw_vyukov_floor"] = median_of(raw_times);
+}
 
 // ---- typed pipe round trip ---------------------------------------------------------
 
@@ -459,6 +589,10 @@ BENCHMARK(BM_mpmc_boost_interprocess)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #endif
+BENCHMARK(BM_mpmc_interleaved)
+    ->Name("BM_mpmc_2x2_procs_64B_interleaved/ptk_queue")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_pipe_roundtrip_ptk)
     ->Name("BM_pipe_roundtrip/ptk_pipe")
     ->UseRealTime()
