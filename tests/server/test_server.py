@@ -250,6 +250,9 @@ class Server:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
             return resp.status, resp.headers, resp.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError) as e:
+            raise AssertionError(f"{method} {path}: the server closed the connection "
+                                 f"without a response ({e})") from None
         finally:
             conn.close()
 
@@ -284,6 +287,25 @@ def read_until_closed(sock, timeout):
             break
         data += chunk
     return data, time.monotonic() - t0
+
+
+def read_response(sock):
+    """Reads one Content-Length-delimited response: (status, headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before a whole response head: {data!r}")
+        data += chunk
+    head = data[:data.index(b"\r\n\r\n")]
+    length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))
+    while len(data) < len(head) + 4 + length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("closed before a whole response body")
+        data += chunk
+    status, headers, body, _ = split_response(data)
+    return status, headers, body
 
 
 def split_response(data):
@@ -747,6 +769,34 @@ class EndpointTest(ServerTestCase):
 
         asyncio.run(asyncio.wait_for(session(), 60))
 
+    def test_websocket_events_for_threads_and_jobs(self):
+        import websockets
+
+        async def session():
+            uri = f"ws://127.0.0.1:{self.server.port}/ws/events"
+            async with websockets.connect(uri, open_timeout=10, close_timeout=5) as ws:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                self.assertEqual(hello["type"], "hello")
+                loop = asyncio.get_running_loop()
+                thread = await loop.run_in_executor(None, lambda: self.server.json(
+                    "POST", "/api/cpp/thread/create", {"name": "ws-thread", "task": "fib",
+                                                       "n": 10}))
+                self.assertEqual(thread[0], 201, thread[1])
+                job = await loop.run_in_executor(None, lambda: self.server.json(
+                    "POST", "/api/cpp/thread/pool/submit", {"task": "fib", "n": 10,
+                                                            "mode": "background"}))
+                self.assertEqual(job[0], 202, job[1])
+                want = {("thread.started", thread[1]["tid"]), ("thread.finished", thread[1]["tid"]),
+                        ("job.done", job[1]["id"])}
+                seen = set()
+                while not want <= seen:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                    seen.add((event["type"], event.get("tid", event.get("id"))))
+                    if event["type"] == "job.done" and event["id"] == job[1]["id"]:
+                        self.assertEqual(event["state"], "done")
+
+        asyncio.run(asyncio.wait_for(session(), 60))
+
     # -- connections ----------------------------------------------------------------------
 
     def test_keep_alive_serves_several_requests_on_one_connection(self):
@@ -789,12 +839,29 @@ class BadInputTest(ServerTestCase):
     server_env = {"ALLOWED_COMMANDS": "echo,sleep,no-such-program-xyz"}
 
     def test_malformed_json_is_400(self):
-        for raw in (b'{"argv": ["echo"', b"{argv: 1}", b"\xff\xfe", b'{"argv": ["echo"]} x'):
+        for raw in (b'{"argv": ["echo"', b"{argv: 1}", b"[", b'{"argv": ["echo"]} x'):
             with self.subTest(body=raw):
                 status, body, _ = self.server.json(
                     "POST", "/api/cpp/process/create", raw=raw,
                     headers={"Content-Type": "application/json"})
                 self.assertError(status, body, 400, "malformed JSON")
+
+    def test_errors_that_echo_invalid_utf8_input_are_still_json(self):
+        # The error body quotes what the client sent; bytes that are not UTF-8 must not
+        # cost the client its answer.
+        json_type = {"Content-Type": "application/json"}
+        cases = [
+            ("GET", "/api/cpp/process/%ff/status", None, {}, 400),
+            ("GET", "/api/cpp/jobs/%ff", None, {}, 404),
+            ("GET", "/no/such/%ff", None, {}, 404),
+            ("POST", "/api/cpp/process/create", b'{"argv": ["\xff"]}', json_type, 400),
+            ("POST", "/api/cpp/thread/create", b'{"\xc3\x28": 1}', json_type, 400),
+            ("POST", "/api/cpp/thread/create", b"{}", {"Content-Type": b"text/\xff"}, 415),
+        ]
+        for method, path, raw, headers, want in cases:
+            with self.subTest(method=method, path=path, body=raw, headers=headers):
+                status, body, _ = self.server.json(method, path, raw=raw, headers=headers)
+                self.assertError(status, body, want)
 
     def test_a_body_that_is_not_an_object_is_400(self):
         status, body, _ = self.server.json("POST", "/api/cpp/thread/create", body=[1, 2])
@@ -994,6 +1061,37 @@ class LimitsTest(ServerTestCase):
                 self.assertError(status, body, 503)
                 self.assertEqual(body["error"]["detail"]["limit"], "MAX_JOBS")
                 self.assertEqual(body["error"]["detail"]["value"], 1)
+
+
+class ConnectionLimitTest(ServerTestCase):
+    server_args = ("--max-connections", "2")
+
+    def test_max_connections_reached_is_503_and_the_server_recovers(self):
+        def held_connection():
+            # The server counts a closed connection until it has read the close: an
+            # earlier client may still hold a slot for a moment, so poll for a free one.
+            sock = self.server.raw_socket()
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = read_response(sock)
+            if status == 200:
+                self.assertEqual(headers["connection"], "keep-alive")
+                return sock
+            sock.close()
+            return None
+
+        first = wait_until(held_connection, 10, "a first connection slot")
+        second = wait_until(held_connection, 10, "a second connection slot")
+        with first, second:
+            with self.server.raw_socket() as third:
+                data, _ = read_until_closed(third, 10)
+            status, _, body, _ = split_response(data)
+            body = json.loads(body)
+            self.assertError(status, body, 503)
+            self.assertEqual(body["error"]["detail"]["limit"].upper(), "MAX_CONNECTIONS")
+            self.assertEqual(body["error"]["detail"]["value"], 2)
+        # Closed by the client: room again (the server notices the close when it reads).
+        wait_until(lambda: self.server.request("GET", "/health")[0] == 200, 10,
+                   "a connection slot")
 
 
 # ---- slow and idle clients ---------------------------------------------------------------
