@@ -206,16 +206,14 @@ TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue
   const shm_name name;
   auto q = ptk::queue<int>::create(name, 4);
   auto raw = ptk::shared_memory::open(name);
-  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
-      raw.data() + offsetof(ptk::detail::queue_control, tail));
   const pid_t child = fork_child([&] {
-    // Claim slot 0 the way a sender does, then die before writing the message.
+    // Claim slot 0 the way a sender does, then die before writing the message (and
+    // before moving the tail on: the next sender steps over the claimed slot).
     auto tx = ptk::queue<int>::open(name.str());
     std::uint64_t empty = qs::make(0, qs::empty, 0);
     const auto me = static_cast<std::uint32_t>(::getpid());
     if (!slot_word(raw, int_slot, 0).compare_exchange_strong(empty, qs::make(0, qs::writing, me)))
       return 1;
-    tail->store(1);
     ::kill(::getpid(), SIGKILL);
     return 0;
   });
@@ -231,6 +229,26 @@ TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue
   CHECK(q.try_recv().status() == channel_status::empty);
 }
 
+TEST_CASE("queue: tail and head hints that lag laps behind are stepped over", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 4);
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(q.send(i) == channel_status::ok);
+    REQUIRE(*q.recv() == i);
+  }
+  // As if two claimants descheduled since position 0 had just stored their hints.
+  auto raw = ptk::shared_memory::open(name);
+  for (auto offset :
+       {offsetof(ptk::detail::queue_control, tail), offsetof(ptk::detail::queue_control, head)}) {
+    reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() + offset)->store(1);
+  }
+  for (int i = 10; i < 14; ++i) REQUIRE(q.try_send(i) == channel_status::ok);
+  CHECK(q.try_send(14) == channel_status::full);
+  CHECK(q.size_approx() == 4);
+  for (int i = 10; i < 14; ++i) REQUIRE(*q.try_recv() == i);
+  CHECK(q.try_recv().status() == channel_status::empty);
+}
+
 TEST_CASE("queue: a receiver killed while reading costs that message and no slot", "[ipc][queue]") {
   namespace qs = ptk::detail::queue_slot;
   const shm_name name;
@@ -238,8 +256,6 @@ TEST_CASE("queue: a receiver killed while reading costs that message and no slot
   REQUIRE(q.send(1) == channel_status::ok);
   REQUIRE(q.send(2) == channel_status::ok);
   auto raw = ptk::shared_memory::open(name);
-  auto* head = reinterpret_cast<std::atomic<std::uint64_t>*>(
-      raw.data() + offsetof(ptk::detail::queue_control, head));
   const pid_t child = fork_child([&] {
     // Claim message 1 the way a receiver does, then die before reading it.
     auto rx = ptk::queue<int>::open(name.str());
@@ -247,8 +263,7 @@ TEST_CASE("queue: a receiver killed while reading costs that message and no slot
     const auto me = static_cast<std::uint32_t>(::getpid());
     if (!slot_word(raw, int_slot, 0).compare_exchange_strong(full, qs::make(0, qs::reading, me)))
       return 1;
-    head->store(1);
-    ::kill(::getpid(), SIGKILL);
+    ::kill(::getpid(), SIGKILL);  // before moving the head on, too
     return 0;
   });
   int status = 0;
