@@ -813,6 +813,16 @@ class EndpointTest(ServerTestCase):
         finally:
             conn.close()
 
+    def test_an_http_1_0_request_is_answered_and_closed(self):
+        with self.server.raw_socket() as sock:
+            sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            data, elapsed = read_until_closed(sock, 10)
+        status, headers, body, rest = split_response(data)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["connection"], "close")
+        self.assertEqual(json.loads(body)["status"], "ok")
+        self.assertEqual(rest, b"")
+
     def test_pipelined_requests_get_responses_in_order(self):
         with self.server.raw_socket() as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -989,6 +999,31 @@ class BadInputTest(ServerTestCase):
                 status, headers, body, _ = split_response(data)
                 self.assertError(status, json.loads(body), 400)
                 self.assertEqual(headers["connection"], "close")
+
+    def test_ambiguous_or_invalid_body_framing_is_400(self):
+        # Content-Length with Transfer-Encoding is how requests are smuggled: refused.
+        for raw in (b"POST /api/cpp/thread/pool/submit HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n"):
+            with self.subTest(request=raw):
+                with self.server.raw_socket() as sock:
+                    sock.sendall(raw)
+                    data, _ = read_until_closed(sock, 10)
+                status, _, body, _ = split_response(data)
+                self.assertError(status, json.loads(body), 400)
+
+    def test_a_body_of_exactly_the_limit_is_accepted(self):
+        payload = b'{"task": "fib", "n": 5}'
+        status, body, _ = self.server.json(
+            "POST", "/api/cpp/thread/pool/submit", raw=payload + b" " * (1024 - len(payload)),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["value"], 5)
+        status, body, _ = self.server.json(
+            "POST", "/api/cpp/thread/pool/submit", raw=payload + b" " * (1025 - len(payload)),
+            headers={"Content-Type": "application/json"})
+        self.assertError(status, body, 413)
 
     def test_method_not_allowed_is_405(self):
         for method, path in (("GET", "/api/cpp/process/create"), ("PUT", "/health"),
