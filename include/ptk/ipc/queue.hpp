@@ -126,8 +126,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "slot words are s
 ///
 /// Create it by name (create/open), anonymously to hand to children (anonymous,
 /// from_fd), or in-process with the constructor. Waiting spins briefly, yields the
-/// CPU a few times, then sleeps on a shared futex; a sender or receiver makes no
-/// system call while nobody sleeps.
+/// CPU a few times, then sleeps on a shared futex; a send or receive that does not
+/// have to wait makes no system call while nobody sleeps.
 ///
 /// Peers are processes. A receiver waiting on an empty queue gets `peer_lost` once
 /// every process that ever sent has died (and what they completed is drained); a
@@ -148,9 +148,10 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "slot words are s
 ///   loses that message (nobody else receives it); senders reuse its slot once they
 ///   find the pid dead. Nothing else is lost or duplicated.
 ///
-/// Each receiver gets each sender's messages in the order they were sent. A pid
-/// reused by a new process while a dead claimant's slot is pending delays the
-/// recovery of that slot until the new process exits.
+/// Each receiver gets each sender's messages in the order they were sent. A
+/// claimant that is stopped (SIGSTOP) rather than dead holds its one slot until it
+/// continues, and a pid reused by a new process while a dead claimant's slot is
+/// pending delays the recovery of that slot until the new process exits.
 /// @code
 /// auto q = ptk::queue<job>::create("jobs", 1024);            // any process
 /// q.send(job{42});
@@ -436,20 +437,23 @@ class queue {
 
   // Whether the process that claimed a slot (its word is `w`) is dead. Asked only
   // once this handle has seen the very same word for queue_slot_patience, so a
-  // claimant that is merely descheduled costs nobody a system call. Threads of a
-  // handle share the memo; racing on it only moves the next question earlier or
-  // later, and the answer (a pidfd) is right whenever it is asked.
+  // claimant that is merely descheduled costs nobody a system call; the first
+  // sighting (the common one: a claimant nanoseconds from finishing) does not read
+  // the clock. Threads of a handle share the memo; racing on it only moves the next
+  // question earlier or later, and the answer (a pidfd) is right whenever asked.
   bool claimant_dead(std::uint64_t w) {
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     if (stall_word_.load(std::memory_order_relaxed) != w) {
       stall_word_.store(w, std::memory_order_relaxed);
-      stall_since_.store(now, std::memory_order_relaxed);
+      stall_since_.store(0, std::memory_order_relaxed);
       return false;
     }
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto since = stall_since_.load(std::memory_order_relaxed);
     const auto patience =
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(detail::queue_slot_patience)
             .count();
-    if (now - stall_since_.load(std::memory_order_relaxed) < patience) return false;
+    if (since == 0) stall_since_.store(now, std::memory_order_relaxed);
+    if (since == 0 || now - since < patience) return false;
     stall_since_.store(now, std::memory_order_relaxed);
     const std::int32_t pid = detail::queue_slot::claimant(w);
     if (pid == 0) return true;  // a claim without a claimant: nobody will finish it
@@ -774,8 +778,8 @@ class queue {
   std::uint64_t slot_size_ = 0;
   std::size_t max_message_ = 0;
   std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
-  std::atomic<std::uint64_t> stall_word_{0};  // the held slot word last waited on
-  std::atomic<std::chrono::steady_clock::rep> stall_since_{0};
+  std::atomic<std::uint64_t> stall_word_{0};                    // the held slot word last waited on
+  std::atomic<std::chrono::steady_clock::rep> stall_since_{0};  // 0: not timed yet
   std::atomic<bool> sent_{false};      // this process joined the senders' table
   std::atomic<bool> received_{false};  // ... the receivers' table
   int spin_ = detail::queue_spin_rounds;
