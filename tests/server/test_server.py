@@ -80,6 +80,17 @@ def wait_until(predicate, timeout, what, interval=0.02):
         threading.Event().wait(interval)
 
 
+def poll(fetch, accept, timeout, what):
+    """Calls fetch() until accept(value) holds, with a deadline; returns that value."""
+    seen = []
+
+    def accepted():
+        seen[:] = [fetch()]
+        return accept(seen[0])
+    wait_until(accepted, timeout, what)
+    return seen[0]
+
+
 def proc_stat(pid):
     """(state, ppid, starttime) of a process from /proc/<pid>/stat, or None if gone."""
     try:
@@ -132,6 +143,10 @@ def children_of(pid):
     except (FileNotFoundError, ProcessLookupError):
         pass
     return out
+
+
+class NoResponse(AssertionError):
+    """The server closed a connection without answering the request."""
 
 
 # ---- the server under test ---------------------------------------------------------
@@ -251,7 +266,7 @@ class Server:
             resp = conn.getresponse()
             return resp.status, resp.headers, resp.read()
         except (http.client.RemoteDisconnected, ConnectionResetError) as e:
-            raise AssertionError(f"{method} {path}: the server closed the connection "
+            raise NoResponse(f"{method} {path}: the server closed the connection "
                                  f"without a response ({e})") from None
         finally:
             conn.close()
@@ -380,8 +395,8 @@ class ServerTestCase(unittest.TestCase):
         return body
 
     def wait_process_ended(self, pid, timeout=30):
-        return wait_until(lambda: (lambda s: s if s["state"] != "running" else None)(
-            self.process_status(pid)), timeout, f"process {pid} to end")
+        return poll(lambda: self.process_status(pid), lambda s: s["state"] != "running",
+                    timeout, f"process {pid} to end")
 
     def wait_job(self, job_id, timeout=120):
         def finished():
@@ -443,8 +458,8 @@ class EndpointTest(ServerTestCase):
         try:
             # Right after the 201 the child may still be inside execve (the kernel shows
             # the new name before the new command line): poll until it is sleep.
-            body = wait_until(lambda: (lambda b: b if b["process_info"]["cmdline"] else None)(
-                self.process_status(pid)), 10, "the exec to complete")
+            body = poll(lambda: self.process_status(pid),
+                        lambda b: b["process_info"]["cmdline"], 10, "the exec to complete")
             self.assertEqual(body["pid"], pid)
             self.assertEqual(body["state"], "running")
             self.assertIsNone(body["exit"])
@@ -587,8 +602,8 @@ class EndpointTest(ServerTestCase):
         self.assertEqual(headers["Location"], f"/api/cpp/thread/state/{tid}")
         self.assertEqual(body["name"], "sleeper")
         # The thread exists (created or running) from the 201 on: poll until it runs.
-        state = wait_until(lambda: (lambda b: b if b["state"] == "running" else None)(
-            self.server.json("GET", f"/api/cpp/thread/state/{tid}")[1]), 10, "running")
+        state = poll(lambda: self.server.json("GET", f"/api/cpp/thread/state/{tid}")[1],
+                     lambda b: b["state"] == "running", 10, "the thread to run")
         self.assertEqual(state["tid"], tid)
         self.assertIsNotNone(state["kernel"])
         self.assertEqual(state["kernel"]["state"], "S")
@@ -601,8 +616,8 @@ class EndpointTest(ServerTestCase):
                                            {"task": "fib", "n": 20})
         self.assertEqual(status, 201, body)
         tid = body["tid"]
-        state = wait_until(lambda: (lambda b: b if b["state"] == "finished" else None)(
-            self.server.json("GET", f"/api/cpp/thread/state/{tid}")[1]), 30, "finished")
+        state = poll(lambda: self.server.json("GET", f"/api/cpp/thread/state/{tid}")[1],
+                     lambda b: b["state"] == "finished", 30, "the thread to finish")
         self.assertEqual(state["result"]["fib"], 6765)
         self.assertIsNone(state["kernel"])
 
@@ -1274,8 +1289,8 @@ class PersistenceTest(unittest.TestCase):
                                          {"scenario": "io", "tasks": 2, "n": 10})
             self.assertEqual(status, 202, body)
             job_id = body["id"]
-            job = wait_until(lambda: (lambda b: b if b["state"] == "done" else None)(
-                first.json("GET", f"/api/cpp/jobs/{job_id}")[1]), 60, "the benchmark")
+            job = poll(lambda: first.json("GET", f"/api/cpp/jobs/{job_id}")[1],
+                       lambda b: b["state"] == "done", 60, "the benchmark")
             status, body, _ = first.json("POST", "/api/cpp/thread/pool/submit",
                                          {"task": "fib", "n": 12, "mode": "background"})
             self.assertEqual(status, 202, body)
@@ -1402,7 +1417,7 @@ class ShutdownTest(unittest.TestCase):
         def stopping():
             try:
                 return server.request("GET", "/health", timeout=5)[0] == 503
-            except OSError:
+            except (OSError, NoResponse):  # refused, or closed by the stopping server
                 return True
         wait_until(stopping, 10, "the server to start stopping")
         server.proc.send_signal(signal.SIGTERM)
