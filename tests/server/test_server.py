@@ -1403,6 +1403,34 @@ class ShutdownTest(unittest.TestCase):
                     pass
             self.fail(f"left behind after shutdown: {left} (of {tree}; workers {workers})")
 
+    def test_sigterm_also_ends_a_grandchild_that_left_the_process_group(self):
+        server = self.start()
+        # setsid: the grandchild leads a session and group of its own, so signalling the
+        # child's process group does not reach it; it is still the server's descendant.
+        status, body, _ = server.json("POST", "/api/cpp/process/create",
+                                      {"argv": ["sh", "-c", "setsid sleep 101 & sleep 100"]})
+        self.assertEqual(status, 201, body)
+        pid = body["pid"]
+
+        def escaped():
+            for child in children_of(pid):
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as f:
+                        if f.read() == b"sleep\x00101\x00":  # exec'd, so setsid() is done
+                            return child
+                except FileNotFoundError:
+                    pass
+            return None
+        grandchild = wait_until(escaped, 10, "the grandchild in a session of its own")
+        started = proc_stat(grandchild)[2]
+        code, elapsed = server.stop()
+        self.assertEqual(code, 0, server.stderr())
+        try:
+            wait_until(lambda: not alive(grandchild, started), 5, "the grandchild to be gone")
+        except AssertionError:
+            os.kill(grandchild, signal.SIGKILL)
+            self.fail(f"grandchild {grandchild} (setsid sleep 101) outlived the server")
+
     def test_a_second_sigterm_during_the_grace_period_does_not_cut_the_cleanup(self):
         server = self.start()
         # Ignores SIGTERM, and so does its child: only the SIGKILL after the grace ends them.
