@@ -35,15 +35,23 @@ TEST_CASE("parallel_for runs part of the range on the calling thread") {
 TEST_CASE("parallel_for rethrows the first exception and skips the rest") {
   ptk::thread_pool pool{2};
   std::atomic<int> ran{0};
+  std::atomic<bool> first_ran{false};
   CHECK_THROWS_AS(ptk::parallel_for(
-                      pool, 0, 1000,
+                      pool, 0, 100000,
                       [&](std::size_t i) {
                         ran.fetch_add(1);
-                        if (i == 0) throw std::domain_error("index 0");
+                        if (i == 0) {
+                          first_ran.store(true);
+                          throw std::domain_error("index 0");
+                        }
+                        // The other chunks wait for index 0 (the caller runs it), so
+                        // a caller preempted before it cannot let the helpers finish
+                        // the whole range before the throw.
+                        while (!first_ran.load()) std::this_thread::yield();
                       },
                       1),
                   std::domain_error);
-  CHECK(ran.load() < 1000);
+  CHECK(ran.load() < 100000);
 }
 
 TEST_CASE("a parallel loop on a pool that was shut down throws and runs nothing") {
