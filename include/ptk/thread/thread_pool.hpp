@@ -296,8 +296,10 @@ class thread_pool {
 
   struct alignas(64) worker {
     detail::ws_deque<detail::task_node> deque;
-    std::atomic<std::uint64_t> pushed{0};  // tasks pushed by this worker to its deque
-    std::atomic<std::uint64_t> done{0};    // tasks run (or discarded) by this worker
+    // Written by the owner on every task: a line of their own, away from the deque's
+    // array pointer that thieves read.
+    alignas(64) std::atomic<std::uint64_t> pushed{0};  // tasks pushed by this worker to its deque
+    std::atomic<std::uint64_t> done{0};                // tasks run (or discarded) by this worker
     std::atomic<std::uint64_t> stolen{0};
     std::atomic<std::uint64_t> discarded{0};
     std::atomic<bool> busy{false};
