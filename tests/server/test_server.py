@@ -590,7 +590,7 @@ class EndpointTest(ServerTestCase):
         job = self.wait_job(job_id)
         self.assertEqual(job["state"], "done", job)
         self.assertEqual(job["result"]["status"], "done")
-        self.assertEqual(job["result"]["value"], 50)
+        self.assertGreaterEqual(job["result"]["value"], 50)  # the milliseconds it slept
 
     # -- threads ------------------------------------------------------------------------
 
