@@ -602,7 +602,9 @@ std::size_t app::running_processes() {
 bool app::signal_group(tracked_process& p, int sig) {
   const std::lock_guard lock(p.mutex);
   if (p.status) return false;  // reaped: the id may belong to someone else now
-  // The child leads its own process group: signal whatever it started too.
+  // Its descendants first (one that left the group with setsid is still found by
+  // parentage while the child lives), then the child's own process group.
+  for (const pid_t d : ptk::detail::descendants(p.pid)) ::kill(d, sig);
   if (::kill(-p.pid, sig) == 0) return true;
   return ::kill(p.pid, sig) == 0;
 }
@@ -1458,7 +1460,7 @@ asio::awaitable<response> app::docs_file(request& req) {
 
 asio::awaitable<void> app::shutdown() {
   stopping_ = true;
-  hub_.stop();
+  hub_.stop();  // WebSocket clients get a close frame (1001, going away)
   std::vector<std::shared_ptr<tracked_process>> all;
   {
     const std::lock_guard lock(mutex_);
@@ -1489,6 +1491,8 @@ asio::awaitable<void> app::shutdown() {
   process_pool_.shutdown(ptk::shutdown_mode::immediate);
   waiters_.shutdown(ptk::shutdown_policy::discard);
   pool_.shutdown(ptk::shutdown_policy::discard);
+  // The event fan-out's pending receive must end before the queue goes away.
+  co_await hub_.drained(steady::now() + std::chrono::seconds(3));
   // Let the connections that stop() closed finish their coroutines (bounded).
   const auto drained = steady::now() + std::chrono::seconds(3);
   asio::steady_timer tick(co_await asio::this_coro::executor);

@@ -199,12 +199,26 @@ void event_hub::publish(std::string type, nlohmann::json fields) {
   fields["type"] = std::move(type);
   fields["time"] = unix_now();
   published_.fetch_add(1, std::memory_order_relaxed);
-  if (queue_.try_send(fields.dump()) != ptk::channel_status::ok) {
+  if (queue_.try_send(to_text(fields)) != ptk::channel_status::ok) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-void event_hub::start() { asio::co_spawn(asio::make_strand(io_), pump(), asio::detached); }
+void event_hub::start() {
+  pump_running_ = true;
+  asio::co_spawn(asio::make_strand(io_), pump(), [this](const std::exception_ptr&) {
+    pump_running_ = false;
+    pump_ended_.notify();
+  });
+}
+
+asio::awaitable<void> event_hub::drained(std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const auto seen = pump_ended_.version();
+    if (!pump_running_ || std::chrono::steady_clock::now() >= deadline) co_return;
+    co_await pump_ended_.wait(seen, deadline);
+  }
+}
 
 void event_hub::stop() {
   if (stopped_.exchange(true)) return;

@@ -46,6 +46,9 @@ class event_hub {
   [[nodiscard]] bool stopped() const noexcept { return stopped_.load(); }
   /// Notified when stop() is called.
   notifier stopping;
+  /// Waits (bounded) until the fan-out coroutine has ended: its pending receive on the
+  /// queue must complete before the queue is destroyed.
+  asio::awaitable<void> drained(std::chrono::steady_clock::time_point deadline);
 
  private:
   asio::awaitable<void> pump();
@@ -58,6 +61,8 @@ class event_hub {
   std::atomic<std::uint64_t> delivered_{0};
   std::atomic<std::uint64_t> dropped_{0};
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> pump_running_{false};
+  notifier pump_ended_;
 };
 
 /// Validates a WebSocket upgrade request (RFC 6455 §4.2.1) and answers 101 with a

@@ -24,6 +24,7 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 constexpr std::string_view crlf = "\r\n";
+constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -64,6 +65,7 @@ struct parse_state {
   bool complete = false;
   bool headers_too_large = false;
   bool body_too_large = false;
+  bool expect_continue = false;  // Expect: 100-continue, and a body to come
 
   bool count_header(std::size_t n) {
     header_bytes += n;
@@ -106,7 +108,10 @@ const http_parser_settings& parser_settings() {
       auto& st = state_of(p);
       st.req.method = http_method_str(static_cast<http_method>(p->method));
       st.req.keep_alive = http_should_keep_alive(p) != 0;
-      for (auto& [name, value] : st.req.headers) name = lower(name);
+      for (auto& [name, value] : st.req.headers) {
+        name = lower(name);
+        if (name == "expect" && lower(value) == "100-continue") st.expect_continue = true;
+      }
       if ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > st.max_body_bytes) {
         st.body_too_large = true;
         return -1;
@@ -272,10 +277,14 @@ std::string_view reason(int status) {
   }
 }
 
+std::string to_text(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 response json_response(int status, const json& body) {
   response r;
   r.status = status;
-  r.body = body.dump();
+  r.body = to_text(body);
   return r;
 }
 
@@ -343,7 +352,8 @@ struct http_server::connection {
   // only an earlier deadline than the armed one cancels the timer. So a request
   // that arrives whole in one read touches no timer at all.
   clock::time_point deadline = clock::time_point::max();
-  bool busy = false;  // a handler is running: never a timeout
+  bool busy = false;      // a handler is running: never a timeout
+  bool upgraded = false;  // a WebSocket now: its session closes it (stop() leaves it)
 
   void expire_at(clock::time_point t) {
     deadline = t;
@@ -401,7 +411,9 @@ void http_server::stop() {
   const std::lock_guard lock(mutex_);
   for (auto& weak : live_) {
     if (auto c = weak.lock()) {
-      asio::post(c->socket.get_executor(), [c] { c->close(); });
+      asio::post(c->socket.get_executor(), [c] {
+        if (!c->upgraded) c->close();
+      });
     }
   }
 }
@@ -465,7 +477,7 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
 
   if (open_->load() > limits_.max_connections) {
     {
-      const json detail = json{{"limit", "max_connections"}, {"value", limits_.max_connections}};
+      const json detail = json{{"limit", "MAX_CONNECTIONS"}, {"value", limits_.max_connections}};
       co_await send_error_and_close(*c, 503, "too many connections", detail);
     }
     co_return;
@@ -538,6 +550,11 @@ asio::awaitable<void> http_server::session(std::shared_ptr<connection> c) {
           partial = true;
           c->expire_at(std::min(c->deadline, clock::now() + limits_.request_timeout));
         }
+        if (st.expect_continue) {
+          // The client waits for this before it sends the body (RFC 9110 §10.1.1).
+          st.expect_continue = false;
+          co_await asio::async_write(c->socket, asio::buffer(continue_line), asio::use_awaitable);
+        }
       }
       if (!st.complete) {
         co_await send_error_and_close(*c, 400, "malformed HTTP request", nullptr);
@@ -597,6 +614,7 @@ asio::awaitable<void> http_server::dispatch(connection& c, request& req) {
                std::chrono::duration<double>(clock::now() - started).count());
     }
     req.keep_alive = false;
+    c.upgraded = true;
     co_await r.upgrade(c.socket);
     co_return;
   }

@@ -69,6 +69,8 @@ struct response {
   std::function<asio::awaitable<void>(tcp::socket&)> upgrade;
 };
 
+/// @return `j` as text; bytes that are not UTF-8 (quoted from a client) become U+FFFD.
+std::string to_text(const json& j);
 /// A JSON response.
 response json_response(int status, const json& body);
 /// A JSON error body: {"error": {"status": 404, "message": ..., "detail": ...}}.
@@ -124,7 +126,8 @@ class http_server {
   unsigned short listen(const std::string& host, unsigned short port);
   /// Starts accepting (spawned on the io_context).
   void start();
-  /// Stops accepting and closes every open connection (in-flight handlers see errors).
+  /// Stops accepting and closes every open connection (in-flight handlers see errors)
+  /// but WebSocket ones, which their sessions close (with a close frame).
   void stop();
   /// @return connections open now.
   [[nodiscard]] std::size_t connections() const noexcept { return open_->load(); }

@@ -23,10 +23,12 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 int main(int argc, char** argv) {
@@ -105,8 +107,16 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](std::error_code ec, int sig) {
+  std::function<void(std::error_code, int)> on_signal;
+  bool stopping = false;
+  on_signal = [&](std::error_code ec, int sig) {
     if (ec) return;
+    signals.async_wait(on_signal);  // a second signal while stopping is absorbed
+    if (std::exchange(stopping, true)) {
+      std::printf("ptk-server: signal %d: already stopping\n", sig);
+      std::fflush(stdout);
+      return;
+    }
     std::printf("ptk-server: signal %d: stopping\n", sig);
     std::fflush(stdout);
     asio::co_spawn(
@@ -117,12 +127,17 @@ int main(int argc, char** argv) {
           io.stop();
         },
         asio::detached);
-  });
+  };
+  signals.async_wait(on_signal);
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < cfg.workers; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : threads) t.join();
+  // From here on a late SIGINT or SIGTERM must not cut the cleanup short.
+  std::signal(SIGINT, SIG_IGN);
+  std::signal(SIGTERM, SIG_IGN);
+  signals.cancel();
   exposer.reset();
   app.reset();  // joins threads and pools, closes the database
   std::printf("ptk-server: stopped\n");

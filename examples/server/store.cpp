@@ -1,5 +1,7 @@
 #include "store.hpp"
 
+#include "http.hpp"
+
 #include <sqlite3.h>
 
 #include <stdexcept>
@@ -77,7 +79,7 @@ void store::save_job(const nlohmann::json& job) {
                     path_);
   const std::string id = job.at("id").get<std::string>();
   const std::string state = job.at("state").get<std::string>();
-  const std::string body = job.dump();
+  const std::string body = to_text(job);
   sqlite3_bind_text(s.s, 1, id.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_double(s.s, 2, job.value("created", 0.0));
   sqlite3_bind_text(s.s, 3, state.c_str(), -1, SQLITE_TRANSIENT);
@@ -117,7 +119,7 @@ nlohmann::json store::jobs(std::size_t limit) {
 long long store::add_result(const nlohmann::json& result) {
   const std::lock_guard lock(mutex_);
   const statement s(db_, "INSERT INTO results (created, body) VALUES (?,?)", path_);
-  const std::string body = result.dump();
+  const std::string body = to_text(result);
   sqlite3_bind_double(s.s, 1, result.value("created", 0.0));
   sqlite3_bind_text(s.s, 2, body.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(s.s) != SQLITE_DONE) {

@@ -857,6 +857,24 @@ class EndpointTest(ServerTestCase):
         self.assertEqual(rest, b"")
 
 
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        body = b'{"task": "fib", "n": 10}'
+        with self.server.raw_socket() as sock:
+            sock.sendall(b"POST /api/cpp/thread/pool/submit HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk, "closed before 100 Continue")
+                interim += chunk
+            self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim)
+            sock.sendall(body)
+            data, _ = read_until_closed(sock, 30)
+        status, _, payload, _ = split_response(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):] + data)
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(payload)["value"], 55)
+
 # ---- bad input: 4xx with a JSON error body, never a crash -------------------------------
 
 class BadInputTest(ServerTestCase):
