@@ -871,9 +871,11 @@ class EndpointTest(ServerTestCase):
             self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim)
             sock.sendall(body)
             data, _ = read_until_closed(sock, 30)
-        status, _, payload, _ = split_response(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):] + data)
+        after_interim = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):] + data
+        status, _, payload, _ = split_response(after_interim)
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(payload)["value"], 55)
+
 
 # ---- bad input: 4xx with a JSON error body, never a crash -------------------------------
 
