@@ -1394,7 +1394,7 @@ asio::awaitable<response> app::health(request&) {
   static const std::string ok_body = json{{"status", "ok"}, {"ready", true}}.dump();
   if (ready) {
     response r;
-    r.body = ok_body;
+    r.static_body = ok_body;
     co_return r;
   }
   co_return json_response(503, json{{"status", "stopping"}, {"ready", false}});

@@ -32,8 +32,16 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::vector<std::string_view> split_path(std::string_view path) {
-  std::vector<std::string_view> out;
+// The segments of a path, without allocating; at most max_segments (more: none).
+constexpr std::size_t max_segments = 16;
+struct path_segments {
+  std::array<std::string_view, max_segments> items{};
+  std::size_t size = 0;
+  bool too_many = false;
+};
+
+path_segments split_path(std::string_view path) {
+  path_segments out;
   std::size_t at = 0;
   while (at < path.size()) {
     if (path[at] == '/') {
@@ -41,7 +49,11 @@ std::vector<std::string_view> split_path(std::string_view path) {
       continue;
     }
     const std::size_t end = std::min(path.find('/', at), path.size());
-    out.push_back(path.substr(at, end - at));
+    if (out.size == max_segments) {
+      out.too_many = true;
+      break;
+    }
+    out.items[out.size++] = path.substr(at, end - at);
     at = end;
   }
   return out;
@@ -137,9 +149,13 @@ const http_parser_settings& parser_settings() {
   return settings;
 }
 
+std::string_view body_of(const response& r) {
+  return r.static_body.data() != nullptr ? r.static_body : std::string_view(r.body);
+}
+
 std::string response_head(const response& r, bool keep_alive, bool chunked) {
   std::string head;
-  head.reserve(160 + r.body.size());
+  head.reserve(160);
   head += "HTTP/1.1 ";
   head += std::to_string(r.status);
   head += ' ';
@@ -153,7 +169,7 @@ std::string response_head(const response& r, bool keep_alive, bool chunked) {
       head += "Transfer-Encoding: chunked\r\n";
     } else {
       head += "Content-Length: ";
-      head += std::to_string(r.body.size());
+      head += std::to_string(body_of(r).size());
       head += "\r\n";
     }
     head += keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
@@ -307,7 +323,8 @@ asio::awaitable<void> chunk_writer::write(std::string_view data) {
 
 void router::add(std::string method, std::string pattern, handler h) {
   entry e{std::move(method), std::move(pattern), {}, std::move(h)};
-  for (auto seg : split_path(e.pattern)) e.segments.emplace_back(seg);
+  const auto segs = split_path(e.pattern);
+  for (std::size_t i = 0; i < segs.size; ++i) e.segments.emplace_back(segs.items[i]);
   routes_.push_back(std::move(e));
 }
 
@@ -319,12 +336,13 @@ const handler* router::find(request& req, std::string& route, std::size_t& index
   };
   status = 404;
   index = unmatched;
+  if (segments.too_many) return nullptr;
   for (std::size_t r = 0; r < routes_.size(); ++r) {
     const entry& e = routes_[r];
-    if (e.segments.size() != segments.size()) continue;
+    if (e.segments.size() != segments.size) continue;
     bool match = true;
-    for (std::size_t i = 0; i < segments.size() && match; ++i) {
-      match = is_param(e.segments[i]) || e.segments[i] == segments[i];
+    for (std::size_t i = 0; i < segments.size && match; ++i) {
+      match = is_param(e.segments[i]) || e.segments[i] == segments.items[i];
     }
     if (!match) continue;
     route = e.pattern;
@@ -332,9 +350,11 @@ const handler* router::find(request& req, std::string& route, std::size_t& index
       status = 405;
       continue;
     }
-    for (std::size_t i = 0; i < segments.size(); ++i) {
+    for (std::size_t i = 0; i < segments.size; ++i) {
       const std::string& want = e.segments[i];
-      if (is_param(want)) req.params[want.substr(1, want.size() - 2)] = std::string(segments[i]);
+      if (is_param(want)) {
+        req.params[want.substr(1, want.size() - 2)] = std::string(segments.items[i]);
+      }
     }
     status = 200;
     index = r;
@@ -626,7 +646,7 @@ asio::awaitable<void> http_server::dispatch(connection& c, request& req) {
     co_await asio::async_write(c.socket, asio::buffer("0\r\n\r\n", 5), asio::use_awaitable);
   } else {
     const std::string head = response_head(r, keep_alive, false);
-    const std::vector<asio::const_buffer> parts{asio::buffer(head), asio::buffer(r.body)};
+    const std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::buffer(body_of(r))};
     co_await asio::async_write(c.socket, parts, asio::use_awaitable);
   }
   if (observe_) {

@@ -60,9 +60,11 @@ class chunk_writer {
 /// A response. Exactly one of body, stream and upgrade is used.
 struct response {
   int status = 200;
-  std::string content_type = "application/json";
+  std::string_view content_type = "application/json";  ///< a string literal
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  /// A body that outlives the response (a constant), sent instead of `body` if set.
+  std::string_view static_body;
   /// A streaming body, sent with Transfer-Encoding: chunked.
   std::function<asio::awaitable<void>(chunk_writer&)> stream;
   /// Takes over the connection after the response head (101 Switching Protocols).
