@@ -74,9 +74,7 @@ struct thread_pool_options {
   /// What the destructor does with tasks still queued.
   shutdown_policy on_destroy = shutdown_policy::drain;
   /// How many times an idle worker looks for work before it sleeps in the kernel.
-  /// The looks are a few microseconds apart (512 pause instructions), about 100 us
-  /// in all by default.
-  unsigned spin_rounds = 16;
+  unsigned spin_rounds = 256;
 };
 
 class thread_pool;
@@ -327,6 +325,7 @@ class thread_pool {
                        std::stop_token stop = {});
   [[nodiscard]] bool quiescent() const noexcept;
   [[nodiscard]] bool work_visible() const noexcept;
+  [[nodiscard]] bool deque_work_visible() const noexcept;
   // What waits on a worker use to run this pool's tasks (see wait_on_word).
   class helper final : public detail::helping_executor {
    public:
@@ -542,6 +541,13 @@ inline bool thread_pool::work_visible() const noexcept {
   return false;
 }
 
+inline bool thread_pool::deque_work_visible() const noexcept {
+  for (const auto& w : workers_) {
+    if (!w->deque.empty_approx()) return true;
+  }
+  return false;
+}
+
 inline bool thread_pool::take_shared(std::size_t level, detail::task_fn& out) {
   return queues_[level].try_pop(out);
 }
@@ -645,7 +651,12 @@ inline bool thread_pool::idle(worker& /*w*/) {
   const unsigned rounds = already < max_spinners ? options_.spin_rounds : 0;
   notify_idle_waiters();
   for (unsigned round = 0; round < rounds; ++round) {
-    if (work_visible()) {
+    // The other workers' deques are looked at every round: fork-join work must be
+    // stolen promptly. The submission queues only every 16th round (a few
+    // microseconds): their tail index is the line every outside post writes, and
+    // each read of it costs the poster a cache miss on its next post. A spinner
+    // that read it every round slowed a stream of outside posts down by a third.
+    if (round % 16 == 0 ? work_visible() : deque_work_visible()) {
       searching_.fetch_sub(1, std::memory_order_seq_cst);
       return true;
     }
@@ -653,12 +664,8 @@ inline bool thread_pool::idle(worker& /*w*/) {
       searching_.fetch_sub(1, std::memory_order_seq_cst);
       return false;
     }
-    // Looks are spaced out: each one reads cache lines that posters and busy
-    // workers keep writing (the queues' tail indices, every deque's ends), and
-    // each read costs the writer a cache miss on its next write. (Looking every 32
-    // pauses, 1M posts from outside took 0.75x a mutex pool's time; now 0.53x.)
-    for (int i = 0; i < 512; ++i) detail::cpu_relax();
-    ::sched_yield();
+    for (int i = 0; i < 32; ++i) detail::cpu_relax();
+    if (round % 16 == 15) ::sched_yield();
   }
   // Announce the sleep before leaving the searching state, so a poster never sees
   // neither; then look once more after the fence (pairs with notify_after_push).
