@@ -191,8 +191,38 @@ using pid_word = std::atomic<std::int32_t>;
 inline constexpr std::int32_t departed = -1;
 inline constexpr std::int32_t pid_limit = 4194304;  // PID_MAX_LIMIT
 
+// getpid() and gettid() are system calls (glibc caches neither), and the lock below
+// needs both on every acquisition: cache them per thread. A forked child's only
+// thread is the one that called fork(), so the atfork handler resets its cache.
+struct id_cache {
+  std::uint32_t pid = 0;
+  std::uint32_t tid = 0;
+};
+inline thread_local id_cache tls_ids{};
+
+inline void reset_id_cache() noexcept { tls_ids = {}; }
+
+inline const id_cache& this_ids() noexcept {
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, &reset_id_cache) == 0;
+  (void)registered;
+  if (tls_ids.pid == 0) {
+    tls_ids.pid = static_cast<std::uint32_t>(::getpid());
+    tls_ids.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+  }
+  return tls_ids;
+}
+
+inline std::uint32_t this_tid() noexcept { return this_ids().tid; }
+
+/// How often a sleeper wakes to check that its peer is alive: dead processes cannot
+/// wake anybody, so this bounds how late "peer lost" is noticed.
+inline constexpr std::chrono::milliseconds liveness_period{100};
+
 /// Tells whether the process whose pid sits in a role slot is gone, through a pidfd
-/// (immune to pid reuse once opened), cached per pid.
+/// (immune to pid reuse once opened), cached per pid. A live peer is probed (a system
+/// call) at most once per liveness period, so a channel that sleeps and wakes on every
+/// message does not pay a poll() each time; a peer that left cleanly (`departed`) is
+/// seen at once.
 class peer_watch {
  public:
   /// @return true when the peer left or died; false when alive or not attached yet.
@@ -202,9 +232,10 @@ class peer_watch {
     if (pid < 0 || pid > pid_limit) {
       throw channel_error(what + ": corrupt peer id " + std::to_string(pid) + " in shared memory");
     }
-    if (pid == ::getpid()) return false;
+    if (static_cast<std::uint32_t>(pid) == this_ids().pid) return false;
     if (pid != pid_) {
       pid_ = pid;
+      next_probe_ = {};
       const int fd = pidfd_open(pid);
       if (fd < 0) {
         if (errno == ESRCH) {
@@ -221,6 +252,9 @@ class peer_watch {
       }
     }
     if (dead_) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_probe_) return false;
+    next_probe_ = now + liveness_period;
     if (pidfd_) {
       pollfd p{pidfd_.get(), POLLIN, 0};
       dead_ = ::poll(&p, 1, 0) == 1;
@@ -234,6 +268,7 @@ class peer_watch {
   std::int32_t pid_ = 0;
   unique_fd pidfd_;
   bool dead_ = false;
+  std::chrono::steady_clock::time_point next_probe_{};
 };
 
 /// Claims a role slot for this process: free, departed and dead holders may be
@@ -260,9 +295,6 @@ inline void leave_role(pid_word& slot) noexcept {
 
 // ---- waiting ----------------------------------------------------------------------
 
-/// How often a sleeper wakes to check that its peer is alive: dead processes cannot
-/// wake anybody, so this bounds how late "peer lost" is noticed.
-inline constexpr std::chrono::milliseconds liveness_period{100};
 /// Polls before sleeping: a peer answering within a few microseconds is caught
 /// without a system call on either side.
 inline constexpr int spin_rounds = 500;  // about 10 us: a pause is ~20 ns on current x86
@@ -377,29 +409,6 @@ struct shm_lock {
   futex_word seq;
   std::atomic<std::uint32_t> sleepers;
 };
-
-// getpid() and gettid() are system calls (glibc caches neither), and the lock below
-// needs both on every acquisition: cache them per thread. A forked child's only
-// thread is the one that called fork(), so the atfork handler resets its cache.
-struct id_cache {
-  std::uint32_t pid = 0;
-  std::uint32_t tid = 0;
-};
-inline thread_local id_cache tls_ids{};
-
-inline void reset_id_cache() noexcept { tls_ids = {}; }
-
-inline const id_cache& this_ids() noexcept {
-  static const bool registered = ::pthread_atfork(nullptr, nullptr, &reset_id_cache) == 0;
-  (void)registered;
-  if (tls_ids.pid == 0) {
-    tls_ids.pid = static_cast<std::uint32_t>(::getpid());
-    tls_ids.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-  }
-  return tls_ids;
-}
-
-inline std::uint32_t this_tid() noexcept { return this_ids().tid; }
 
 /// Wakes every sleeper announced in `sleepers` by bumping `seq`.
 ///
