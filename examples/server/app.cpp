@@ -602,11 +602,14 @@ std::size_t app::running_processes() {
 bool app::signal_group(tracked_process& p, int sig) {
   const std::lock_guard lock(p.mutex);
   if (p.status) return false;  // reaped: the id may belong to someone else now
-  // Its descendants first (one that left the group with setsid is still found by
-  // parentage while the child lives), then the child's own process group.
-  for (const pid_t d : ptk::detail::descendants(p.pid)) ::kill(d, sig);
-  if (::kill(-p.pid, sig) == 0) return true;
-  return ::kill(p.pid, sig) == 0;
+  // Its descendants are found by parentage first (one that left the group with setsid
+  // is found while the child lives), then the child's process group is signalled, and
+  // only then each descendant: a parent must not see its child die (and exit by
+  // itself) before the signal meant for it arrives.
+  const std::vector<pid_t> tree = ptk::detail::descendants(p.pid);
+  const bool sent = ::kill(-p.pid, sig) == 0 || ::kill(p.pid, sig) == 0;
+  for (const pid_t d : tree) ::kill(d, sig);
+  return sent;
 }
 
 asio::awaitable<response> app::process_create(request& req) {

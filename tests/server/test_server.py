@@ -498,7 +498,7 @@ class EndpointTest(ServerTestCase):
         wait_until(lambda: self.process_status(pid)["output_bytes"] > 0, 10, "the trap")
         status, body, _ = self.server.json("DELETE", f"/api/cpp/process/{pid}?grace_ms=200")
         self.assertEqual(status, 200, body)
-        self.assertEqual(body["exit"]["signal_name"], "KILL")
+        self.assertEqual(body["exit"]["signal_name"], "KILL", body)
 
     def test_process_output_streams_chunks_while_the_process_runs(self):
         pid = self.create_process(["sh", "-c", "echo one; sleep 0.3; echo two"])["pid"]
