@@ -1140,10 +1140,8 @@ asio::awaitable<response> app::thread_state(request& req) {
 asio::awaitable<response> app::async_demo(request& req) {
   const long long n = query_int(req, "coroutines", 10, 1, 10000);
   const long long ms = query_int(req, "ms", 200, 0, 10000);
-  const auto ex = co_await asio::this_coro::executor;
   // A strand of its own: the sleeping coroutines must not hold this connection's.
   strand_type timers = asio::make_strand(io_);
-  (void)ex;
   json result = co_await ptk::async_run(sleep_together(timers, n, std::chrono::milliseconds(ms)),
                                         asio::use_awaitable);
   co_return json_response(200, result);
