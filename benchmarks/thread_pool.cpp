@@ -231,9 +231,14 @@ char thread_state(pid_t tid) {
   return p != nullptr && p[1] == ' ' ? p[2] : '?';
 }
 
+// Measurement hygiene only: a thread that does not look asleep within a second is
+// measured as it is (never a hang).
 void wait_until_sleeping(const std::vector<pid_t>& tids) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (pid_t t : tids) {
-    while (thread_state(t) != 'S') std::this_thread::yield();
+    while (thread_state(t) != 'S' && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+    }
   }
 }
 
@@ -242,9 +247,16 @@ void reply_and_wake(futex_word& done) {
   ptk::detail::futex_wake(done);
 }
 
-void wait_reply(futex_word& done) {
-  while (done.load(std::memory_order_acquire) == 0) ptk::detail::futex_wait(done, 0);
+// Waits for the task's reply. @return false when none came within 10 s: the pool lost
+// the wake-up (or the task), which the caller reports instead of hanging.
+bool wait_reply(futex_word& done) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (done.load(std::memory_order_acquire) == 0) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    ptk::detail::futex_wait_until(done, 0, give_up);
+  }
   done.store(0, std::memory_order_relaxed);
+  return true;
 }
 
 // Where threads run decides what a wake-up costs (same CPU: a context switch;
@@ -281,7 +293,10 @@ void measure_wakeup(benchmark::State& state, const std::vector<pid_t>& tids, Pos
     wait_until_sleeping(tids);
     state.ResumeTiming();
     post([&done] { reply_and_wake(done); });
-    wait_reply(done);
+    if (!wait_reply(done)) {
+      state.SkipWithError("the posted task did not run within 10 s (a lost wake-up)");
+      break;
+    }
   }
 }
 
@@ -347,7 +362,10 @@ void BM_wakeup_latency_raw_futex(benchmark::State& state) {
     state.ResumeTiming();
     go.store(1, std::memory_order_release);
     ptk::detail::futex_wake(go);
-    wait_reply(done);
+    if (!wait_reply(done)) {
+      state.SkipWithError("the woken thread did not reply within 10 s");
+      break;
+    }
   }
   go.store(2);
   ptk::detail::futex_wake(go);
