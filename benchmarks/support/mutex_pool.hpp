@@ -3,6 +3,7 @@
 // BS::thread_pool and of most hand-written pools.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -42,7 +43,10 @@ class mutex_pool {
       std::function<void()> f;
       {
         std::unique_lock lock(m_);
-        cv_.wait(lock, [this] { return stopping_ || !q_.empty(); });
+        // Timed, though a plain wait would do: the condition variable of glibc 2.36
+        // (Debian 12) can lose a wake-up (sourceware bug 25847), which once hung a
+        // benchmark run here. The timeout bounds that; it costs one wake-up a second.
+        while (!stopping_ && q_.empty()) cv_.wait_for(lock, std::chrono::seconds(1));
         if (q_.empty()) return;
         f = std::move(q_.front());
         q_.pop_front();
