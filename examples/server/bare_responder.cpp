@@ -2,11 +2,17 @@
 // the same fixed /health body, with keep-alive, and parses nothing beyond finding the
 // end of each request head. scripts/loadtest runs it beside ptk-server in one run.
 //
-//   ptk-bare-responder <port> [threads]
+//   ptk-bare-responder <port> [threads] [--shared]
+//
+// By default it has ptk-server's threading: one io_context per thread, each
+// connection on one of them in turn, so the two differ only in what they do per
+// request. --shared runs one io_context on all threads instead (asio's thread-pool
+// model: any thread may take any connection's next event), for comparison.
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/signal_set.hpp>
@@ -17,6 +23,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -50,11 +57,17 @@ asio::awaitable<void> session(tcp::socket s) {
   }
 }
 
-asio::awaitable<void> accept_loop(asio::io_context& io, tcp::acceptor& acceptor) {
-  for (;;) {
-    tcp::socket s = co_await acceptor.async_accept(asio::make_strand(io), asio::use_awaitable);
+// Each connection lives on one of `contexts`, in turn (one context: all on it).
+asio::awaitable<void> accept_loop(std::vector<asio::io_context*> contexts,
+                                  tcp::acceptor& acceptor) {
+  for (std::size_t next = 0;; ++next) {
+    tcp::socket s =
+        co_await acceptor.async_accept(*contexts[next % contexts.size()], asio::use_awaitable);
     s.set_option(tcp::no_delay(true));
-    const auto ex = s.get_executor();
+    // On a shared context several threads may run the connection: a strand orders it.
+    const auto ex = contexts.size() == 1
+                        ? asio::any_io_executor(asio::make_strand(s.get_executor()))
+                        : s.get_executor();
     asio::co_spawn(ex, session(std::move(s)), asio::detached);
   }
 }
@@ -63,21 +76,36 @@ asio::awaitable<void> accept_loop(asio::io_context& io, tcp::acceptor& acceptor)
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: ptk-bare-responder <port> [threads]\n");
+    std::fprintf(stderr, "usage: ptk-bare-responder <port> [threads] [--shared]\n");
     return 2;
   }
   const auto port = static_cast<unsigned short>(std::atoi(argv[1]));
   const int threads = argc > 2 ? std::max(1, std::atoi(argv[2])) : 2;
-  asio::io_context io(threads);
+  const bool shared = argc > 3 && std::string_view(argv[3]) == "--shared";
+  asio::io_context io(shared ? threads : 1);
+  std::vector<std::unique_ptr<asio::io_context>> extra;
+  std::vector<asio::io_context*> contexts{&io};
+  for (int i = 1; i < threads && !shared; ++i) {
+    extra.push_back(std::make_unique<asio::io_context>(1));
+    contexts.push_back(extra.back().get());
+  }
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   std::printf("bare responder on http://127.0.0.1:%u\n",
               static_cast<unsigned>(acceptor.local_endpoint().port()));
   std::fflush(stdout);
-  asio::co_spawn(io, accept_loop(io, acceptor), asio::detached);
+  asio::co_spawn(io, accept_loop(contexts, acceptor), asio::detached);
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](std::error_code, int) { io.stop(); });
+  signals.async_wait([&](std::error_code, int) {
+    for (auto* c : contexts) c->stop();
+  });
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  for (auto& c : extra) {
+    pool.emplace_back([&c] {
+      const auto busy = asio::make_work_guard(*c);  // idle until stop(), not done
+      c->run();
+    });
+  }
+  for (int i = 1; i < threads && shared; ++i) pool.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : pool) t.join();
 }

@@ -61,6 +61,11 @@ config load_config(int argc, char** argv) {
   option(c.host, "HOST", "address to listen on");
   option(c.port, "PORT", "port to listen on (0: ephemeral, printed)");
   option(c.workers, "WORKERS", "I/O threads")->check(positive);
+  option(c.io_model, "IO_MODEL",
+         "per-thread: one io_context per I/O thread, a connection stays on one thread (more "
+         "requests/s); shared: one io_context on all of them, any thread serves any "
+         "connection (shorter tails when the CPUs are contended)")
+      ->check(CLI::IsMember({"per-thread", "shared"}));
   option(c.max_processes, "MAX_PROCESSES", "spawned processes running at once")->check(positive);
   option(c.process_timeout, "PROCESS_TIMEOUT", "seconds before a spawned process is terminated")
       ->check(positive);

@@ -10,9 +10,12 @@
 namespace server {
 
 struct config {
-  std::string host = "127.0.0.1";   ///< HOST
-  unsigned short port = 8000;       ///< PORT (0: an ephemeral port, printed at start)
-  unsigned workers = 2;             ///< WORKERS: I/O threads running the io_context
+  std::string host = "127.0.0.1";  ///< HOST
+  unsigned short port = 8000;      ///< PORT (0: an ephemeral port, printed at start)
+  unsigned workers = 2;            ///< WORKERS: I/O threads
+  /// IO_MODEL: "per-thread" (one io_context per I/O thread; a connection stays on
+  /// one thread) or "shared" (one io_context on all I/O threads).
+  std::string io_model = "per-thread";
   std::size_t max_processes = 16;   ///< MAX_PROCESSES: running spawned processes at once
   double process_timeout = 300;     ///< PROCESS_TIMEOUT: seconds before a spawned process is killed
   unsigned process_pool_size = 2;   ///< PROCESS_POOL_SIZE: worker processes of the process pool

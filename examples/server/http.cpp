@@ -400,8 +400,10 @@ asio::awaitable<void> http_server::send_error_and_close(connection& c, int statu
 }
 
 http_server::http_server(asio::io_context& io, router routes, http_limits limits,
-                         request_observer observe)
+                         request_observer observe,
+                         std::vector<asio::io_context*> connection_contexts)
     : io_(io),
+      contexts_(std::move(connection_contexts)),
       acceptor_(io),
       routes_(std::move(routes)),
       limits_(limits),
@@ -441,8 +443,12 @@ void http_server::stop() {
 asio::awaitable<void> http_server::accept_loop() {
   for (;;) {
     std::error_code ec;
-    tcp::socket socket = co_await acceptor_.async_accept(
-        asio::make_strand(io_), asio::redirect_error(asio::use_awaitable, ec));
+    const asio::any_io_executor home =
+        contexts_.empty()
+            ? asio::any_io_executor(asio::make_strand(io_))
+            : asio::any_io_executor(contexts_[next_context_++ % contexts_.size()]->get_executor());
+    tcp::socket socket =
+        co_await acceptor_.async_accept(home, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (!acceptor_.is_open() || stopping_) co_return;
       continue;  // EMFILE and friends: keep serving the connections we have

@@ -120,10 +120,15 @@ struct http_limits {
 using request_observer = std::function<void(std::string_view method, std::string_view route,
                                             std::size_t route_index, int status, double)>;
 
-/// The listening server. Runs on the io_context it is given (any number of threads).
+/// The listening server. Accepts on `io`; each connection then lives on one of
+/// `connection_contexts`, taken in turn, each run by exactly one thread: a request
+/// is read, handled and answered by the thread its socket's readiness woke, with no
+/// hand-off between threads and no strand. Without connection_contexts, connections
+/// live on strands of `io` (which then may have any number of threads).
 class http_server {
  public:
-  http_server(asio::io_context& io, router routes, http_limits limits, request_observer observe);
+  http_server(asio::io_context& io, router routes, http_limits limits, request_observer observe,
+              std::vector<asio::io_context*> connection_contexts = {});
   /// Binds and listens. @return the bound port (useful with port 0).
   unsigned short listen(const std::string& host, unsigned short port);
   /// Starts accepting (spawned on the io_context).
@@ -144,6 +149,8 @@ class http_server {
                                              const json& detail);
 
   asio::io_context& io_;
+  std::vector<asio::io_context*> contexts_;  // single-threaded, for connections
+  std::size_t next_context_ = 0;             // round robin (the accept loop only)
   tcp::acceptor acceptor_;
   router routes_;
   http_limits limits_;

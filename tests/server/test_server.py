@@ -190,6 +190,7 @@ class Server:
             self.kill()
             raise AssertionError(f"ptk-server did not start: {line!r}; stderr: {self.stderr()}")
         self.port = int(match.group(1))
+        self.banner = line
         # A request served means the I/O threads run, so the SIGTERM handler is in place.
         status, _, _ = self.request("GET", "/health")
         if status != 200:
@@ -1295,6 +1296,36 @@ class StartupTest(unittest.TestCase):
             self.assertEqual(code, 0)
         finally:
             server.cleanup()
+
+
+    def test_the_io_model_is_announced_and_an_unknown_one_is_refused(self):
+        for model, said in (("per-thread", "io_context per thread"),
+                            ("shared", "shared io_context")):
+            with self.subTest(model=model):
+                server = Server("--io-model", model, "--workers", "3")
+                try:
+                    server.start()
+                    self.assertIn(f"3 I/O threads, {said}", server.banner)
+                    status, body, _ = server.json("GET", "/health")
+                    self.assertEqual(status, 200, body)
+                    code, _ = server.stop()
+                    self.assertEqual(code, 0)
+                finally:
+                    server.cleanup()
+        server = Server(env={"IO_MODEL": "threads"})
+        try:
+            r = subprocess.run([SERVER, *server.args], env=server.env, capture_output=True,
+                               text=True, timeout=30)
+        finally:
+            server.cleanup()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("io-model", r.stderr)
+        self.assertIn("threads", r.stderr)
+
+
+class SharedIoEndpointTest(EndpointTest):
+    """Every endpoint again, with one io_context on all I/O threads (IO_MODEL=shared)."""
+    server_env = {**EndpointTest.server_env, "IO_MODEL": "shared", "WORKERS": "3"}
 
 
 # ---- restart persistence ------------------------------------------------------------------
