@@ -191,7 +191,7 @@ std::string new_id() {
 // ---- running work on ptk pools from asio coroutines ------------------------------
 
 // Runs f on a ptk::thread_pool worker: the coroutine hops onto the pool, and
-// ptk::async_run brings the result back to the awaiting asio coroutine's strand.
+// ptk::async_run brings the result back to the awaiting asio coroutine's executor.
 template <class F>
 ptk::task<json> on_pool(ptk::thread_pool& pool, ptk::priority p, F f) {
   co_await pool.schedule(p);
