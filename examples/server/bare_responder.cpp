@@ -12,7 +12,6 @@
 #include <asio/buffer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
-#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/signal_set.hpp>
@@ -20,10 +19,11 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include "io_threads.hpp"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -57,17 +57,16 @@ asio::awaitable<void> session(tcp::socket s) {
   }
 }
 
-// Each connection lives on one of `contexts`, in turn (one context: all on it).
-asio::awaitable<void> accept_loop(std::vector<asio::io_context*> contexts,
+// Each connection lives on one of `contexts`, in turn; none: on a strand of `io`.
+asio::awaitable<void> accept_loop(asio::io_context& io, std::vector<asio::io_context*> contexts,
                                   tcp::acceptor& acceptor) {
   for (std::size_t next = 0;; ++next) {
-    tcp::socket s =
-        co_await acceptor.async_accept(*contexts[next % contexts.size()], asio::use_awaitable);
+    const asio::any_io_executor home =
+        contexts.empty() ? asio::any_io_executor(asio::make_strand(io))
+                         : asio::any_io_executor(contexts[next % contexts.size()]->get_executor());
+    tcp::socket s = co_await acceptor.async_accept(home, asio::use_awaitable);
     s.set_option(tcp::no_delay(true));
-    // On a shared context several threads may run the connection: a strand orders it.
-    const auto ex = contexts.size() == 1
-                        ? asio::any_io_executor(asio::make_strand(s.get_executor()))
-                        : s.get_executor();
+    const auto ex = s.get_executor();
     asio::co_spawn(ex, session(std::move(s)), asio::detached);
   }
 }
@@ -80,32 +79,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto port = static_cast<unsigned short>(std::atoi(argv[1]));
-  const int threads = argc > 2 ? std::max(1, std::atoi(argv[2])) : 2;
+  const int thread_count = argc > 2 ? std::max(1, std::atoi(argv[2])) : 2;
   const bool shared = argc > 3 && std::string_view(argv[3]) == "--shared";
-  asio::io_context io(shared ? threads : 1);
-  std::vector<std::unique_ptr<asio::io_context>> extra;
-  std::vector<asio::io_context*> contexts{&io};
-  for (int i = 1; i < threads && !shared; ++i) {
-    extra.push_back(std::make_unique<asio::io_context>(1));
-    contexts.push_back(extra.back().get());
-  }
+  server::io_threads threads(static_cast<unsigned>(thread_count), shared);
+  asio::io_context& io = threads.main();
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   std::printf("bare responder on http://127.0.0.1:%u\n",
               static_cast<unsigned>(acceptor.local_endpoint().port()));
   std::fflush(stdout);
-  asio::co_spawn(io, accept_loop(contexts, acceptor), asio::detached);
+  asio::co_spawn(io, accept_loop(io, threads.for_connections(), acceptor), asio::detached);
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](std::error_code, int) {
-    for (auto* c : contexts) c->stop();
-  });
-  std::vector<std::thread> pool;
-  for (auto& c : extra) {
-    pool.emplace_back([&c] {
-      const auto busy = asio::make_work_guard(*c);  // idle until stop(), not done
-      c->run();
-    });
-  }
-  for (int i = 1; i < threads && shared; ++i) pool.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
+  signals.async_wait([&](std::error_code, int) { threads.stop(); });
+  threads.run();
 }

@@ -10,13 +10,13 @@
 #include "app.hpp"
 #include "config.hpp"
 #include "http.hpp"
+#include "io_threads.hpp"
 
 #include <ptk/process_pool.hpp>
 #include <ptk/version.hpp>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
-#include <asio/executor_work_guard.hpp>
 #include <asio/signal_set.hpp>
 
 #include <prometheus/exposer.h>
@@ -45,17 +45,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // IO_MODEL per-thread: one io_context per I/O thread; `io` (the main thread's) also
-  // runs the app's own work, and connections are spread over all of them, each
-  // staying on one thread. shared: `io` alone, run by every I/O thread.
-  const bool shared_io = cfg.io_model == "shared";
-  asio::io_context io(shared_io ? static_cast<int>(cfg.workers) : 1);
-  std::vector<std::unique_ptr<asio::io_context>> extra;
-  std::vector<asio::io_context*> contexts{&io};
-  for (unsigned i = 1; i < cfg.workers && !shared_io; ++i) {
-    extra.push_back(std::make_unique<asio::io_context>(1));
-    contexts.push_back(extra.back().get());
-  }
+  server::io_threads threads(cfg.workers, cfg.io_model == "shared");
+  asio::io_context& io = threads.main();  // also runs the app's own work
   std::optional<server::app> app;
   try {
     app.emplace(cfg, io);
@@ -82,7 +73,7 @@ int main(int argc, char** argv) {
         std::printf("%.*s %.*s %d %.3f ms\n", static_cast<int>(method.size()), method.data(),
                     static_cast<int>(route.size()), route.data(), status, seconds * 1000);
       },
-      shared_io ? std::vector<asio::io_context*>{} : contexts);
+      threads.for_connections());
 
   unsigned short port = 0;
   try {
@@ -114,7 +105,7 @@ int main(int argc, char** argv) {
   std::printf(
       "ptk-server %s listening on %s (%u I/O threads, %s, thread pool %u, process pool %u)\n",
       PTK_VERSION_STRING, base.c_str(), cfg.workers,
-      shared_io ? "shared io_context" : "io_context per thread", cfg.thread_pool_size,
+      threads.shared() ? "shared io_context" : "io_context per thread", cfg.thread_pool_size,
       cfg.process_pool_size);
   std::printf("  curl %s/health\n  curl %s/api/cpp/process/list\n  browser: %s/docs\n",
               base.c_str(), base.c_str(), base.c_str());
@@ -138,22 +129,13 @@ int main(int argc, char** argv) {
         [&]() -> asio::awaitable<void> {
           http.stop();
           co_await app->shutdown();
-          for (auto* c : contexts) c->stop();
+          threads.stop();
         },
         asio::detached);
   };
   signals.async_wait(on_signal);
 
-  std::vector<std::thread> threads;
-  for (auto& c : extra) {
-    threads.emplace_back([&c] {
-      const auto busy = asio::make_work_guard(*c);  // idle until stop(), not done
-      c->run();
-    });
-  }
-  for (unsigned i = 1; i < cfg.workers && shared_io; ++i) threads.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& t : threads) t.join();
+  threads.run();
   // From here on a late SIGINT or SIGTERM must not cut the cleanup short.
   std::signal(SIGINT, SIG_IGN);
   std::signal(SIGTERM, SIG_IGN);

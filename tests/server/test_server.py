@@ -1297,7 +1297,6 @@ class StartupTest(unittest.TestCase):
         finally:
             server.cleanup()
 
-
     def test_the_io_model_is_announced_and_an_unknown_one_is_refused(self):
         for model, said in (("per-thread", "io_context per thread"),
                             ("shared", "shared io_context")):
