@@ -404,6 +404,7 @@ http_server::http_server(asio::io_context& io, router routes, http_limits limits
                          std::vector<asio::io_context*> connection_contexts)
     : io_(io),
       contexts_(std::move(connection_contexts)),
+      accept_strand_(asio::make_strand(io)),
       acceptor_(io),
       routes_(std::move(routes)),
       limits_(limits),
@@ -420,13 +421,11 @@ unsigned short http_server::listen(const std::string& host, unsigned short port)
   return acceptor_.local_endpoint().port();
 }
 
-void http_server::start() {
-  asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
-}
+void http_server::start() { asio::co_spawn(accept_strand_, accept_loop(), asio::detached); }
 
 void http_server::stop() {
   stopping_ = true;
-  asio::post(acceptor_.get_executor(), [this] {
+  asio::post(accept_strand_, [this] {
     std::error_code ignored;
     acceptor_.close(ignored);
   });

@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/strand.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -151,6 +152,9 @@ class http_server {
   asio::io_context& io_;
   std::vector<asio::io_context*> contexts_;  // single-threaded, for connections
   std::size_t next_context_ = 0;             // round robin (the accept loop only)
+  // The accept loop and stop()'s close of the acceptor run here, never at once (with
+  // a shared io_context, `io` has several threads).
+  asio::any_io_executor accept_strand_;
   tcp::acceptor acceptor_;
   router routes_;
   http_limits limits_;
