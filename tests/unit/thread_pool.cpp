@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -482,4 +483,184 @@ TEST_CASE("a coroutine rescheduling itself yields to tasks queued meanwhile") {
   g.open();
   done.wait();
   CHECK(seen_at == 2);  // one hop later, not after all 100
+}
+
+// --- lanes: the per-thread submission queues of outside posters --------------------
+
+namespace {
+
+// Callables of the shapes a lane stores differently: small, 16-byte aligned, too
+// large for inline storage (boxed), and not nothrow-movable (boxed).
+struct alignas(16) aligned_task {
+  std::vector<int>* out;
+  int value;
+  void operator()() const { out->push_back(value); }
+};
+struct large_task {
+  std::vector<int>* out;
+  int value;
+  char padding[96] = {};
+  void operator()() const { out->push_back(value); }
+};
+struct throwing_move_task {
+  std::vector<int>* out;
+  int value;
+  throwing_move_task(std::vector<int>* o, int v) : out(o), value(v) {}
+  throwing_move_task(const throwing_move_task&) = default;
+  throwing_move_task(throwing_move_task&& other) noexcept(false) : out(other.out), value(other.value) {}
+  void operator()() const { out->push_back(value); }
+};
+
+}  // namespace
+
+TEST_CASE("posts from one thread keep their order across lane segments, whatever their size") {
+  ptk::thread_pool pool{1};
+  gate g;
+  pool.post([&] { g.wait(); });
+  std::vector<int> order;  // one worker: no lock needed
+  constexpr int n = 20000;  // about 40 segments of 16 KiB
+  for (int i = 0; i < n; ++i) {
+    switch (i % 4) {
+      case 0: pool.post([&order, i] { order.push_back(i); }); break;
+      case 1: pool.post(aligned_task{&order, i}); break;
+      case 2: pool.post(large_task{&order, i}); break;
+      default: pool.post(throwing_move_task{&order, i}); break;
+    }
+  }
+  CHECK(pool.stats().queued == n);
+  g.open();
+  pool.wait_idle();
+  REQUIRE(order.size() == n);
+  int misplaced = 0;
+  for (int i = 0; i < n; ++i) misplaced += order[static_cast<std::size_t>(i)] == i ? 0 : 1;
+  CHECK(misplaced == 0);
+  CHECK(pool.stats().queued == 0);
+}
+
+TEST_CASE("one thread posting to more pools than it keeps lanes for keeps each pool's order") {
+  constexpr int pools = 7;  // more than the four lanes a thread keeps
+  std::vector<std::unique_ptr<ptk::thread_pool>> p;
+  std::vector<gate> gates(pools);
+  std::vector<std::vector<int>> orders(pools);
+  for (int k = 0; k < pools; ++k) {
+    p.push_back(std::make_unique<ptk::thread_pool>(1));
+    p.back()->post([&gates, k] { gates[static_cast<std::size_t>(k)].wait(); });
+  }
+  for (int i = 0; i < 3000; ++i) {
+    for (int k = 0; k < pools; ++k) {
+      auto& out = orders[static_cast<std::size_t>(k)];
+      p[static_cast<std::size_t>(k)]->post([&out, i] { out.push_back(i); });
+    }
+  }
+  for (auto& g : gates) g.open();
+  for (int k = 0; k < pools; ++k) {
+    p[static_cast<std::size_t>(k)]->wait_idle();
+    const auto& out = orders[static_cast<std::size_t>(k)];
+    REQUIRE(out.size() == 3000);
+    int misplaced = 0;
+    for (int i = 0; i < 3000; ++i) misplaced += out[static_cast<std::size_t>(i)] == i ? 0 : 1;
+    CHECK(misplaced == 0);
+  }
+}
+
+TEST_CASE("more posting threads than lanes lose and duplicate nothing") {
+  ptk::thread_pool pool{2};
+  constexpr int posters = 80;  // more than the pool's 64 lanes: some use the shared queue
+  constexpr int per_poster = 500;
+  std::vector<std::atomic<int>> hits(posters * per_poster);
+  std::latch start{posters};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < posters; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();  // all own a lane (or fail to) at the same time
+      for (int i = 0; i < per_poster; ++i) {
+        pool.post(
+            [&hits, k = t * per_poster + i] { hits[static_cast<std::size_t>(k)].fetch_add(1); });
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  pool.wait_idle();
+  int wrong = 0;
+  for (auto& h : hits) wrong += h.load() == 1 ? 0 : 1;
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("lanes of exited threads are reused, and a thread outlives its pools' lanes") {
+  std::atomic<int> ran{0};
+  {
+    ptk::thread_pool pool{2};
+    // Short-lived posters, one after another: each takes over a lane another left.
+    for (int t = 0; t < 200; ++t) {
+      std::thread([&] {
+        for (int i = 0; i < 50; ++i) pool.post([&] { ran.fetch_add(1); });
+      }).join();
+    }
+    pool.wait_idle();
+    CHECK(ran.load() == 200 * 50);
+  }
+  // One thread posts to pools that come and go; each new pool gets a fresh lane.
+  std::thread poster([&] {
+    for (int k = 0; k < 20; ++k) {
+      ptk::thread_pool pool{1};
+      for (int i = 0; i < 100; ++i) pool.post([&] { ran.fetch_add(1); });
+      pool.wait_idle();
+    }
+  });
+  poster.join();
+  CHECK(ran.load() == 200 * 50 + 20 * 100);
+}
+
+TEST_CASE("a callable whose copy throws is not posted, and the lane stays usable") {
+  struct copy_throws {
+    std::atomic<int>* ran;
+    copy_throws(std::atomic<int>* r) : ran(r) {}  // NOLINT(google-explicit-constructor)
+    copy_throws(const copy_throws& /*other*/) : ran(nullptr) { throw std::runtime_error("copy"); }
+    copy_throws(copy_throws&& other) noexcept : ran(other.ran) {}
+    void operator()() const { ran->fetch_add(1); }
+  };
+  ptk::thread_pool pool{2};
+  std::atomic<int> ran{0};
+  const copy_throws task{&ran};
+  pool.post([&] { ran.fetch_add(1); });
+  CHECK_THROWS_AS(pool.post(task), std::runtime_error);  // the copy into the lane throws
+  pool.post(copy_throws{&ran});                          // a move does not
+  REQUIRE(pool.wait_idle_for(60s));
+  CHECK(ran.load() == 2);
+  CHECK(pool.stats().executed == 2);
+}
+
+TEST_CASE("a batch task that blocks on a later task of its batch does not hold it hostage") {
+  // Both workers blocked, then r1, r2 and ten more tasks queued: the first worker
+  // freed takes half (r1, r2 and four more) as its batch. r1 blocks (without
+  // helping the pool) until r2 has run, so the other worker must steal r2.
+  ptk::thread_pool pool{2};
+  gate g;
+  std::latch both_blocked{2};
+  for (int i = 0; i < 2; ++i) {
+    pool.post([&] {
+      both_blocked.count_down();
+      g.wait();
+    });
+  }
+  both_blocked.wait();
+  std::mutex m;
+  std::condition_variable cv;
+  bool r2_ran = false;
+  std::atomic<bool> r1_saw_r2{false};
+  pool.post([&] {
+    std::unique_lock lock(m);
+    r1_saw_r2 = cv.wait_for(lock, 30s, [&] { return r2_ran; });
+  });
+  pool.post([&] {
+    const std::lock_guard lock(m);
+    r2_ran = true;
+    cv.notify_all();
+  });
+  std::atomic<int> rest{0};
+  for (int i = 0; i < 10; ++i) pool.post([&] { rest.fetch_add(1); });
+  g.open();
+  pool.wait_idle();
+  CHECK(r1_saw_r2.load());
+  CHECK(rest.load() == 10);
 }

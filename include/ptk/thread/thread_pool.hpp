@@ -9,6 +9,7 @@
 #include <ptk/detail/mpmc_queue.hpp>
 #include <ptk/detail/pool_context.hpp>
 #include <ptk/detail/task_fn.hpp>
+#include <ptk/detail/task_lane.hpp>
 #include <ptk/detail/ws_deque.hpp>
 #include <ptk/thread/future.hpp>
 
@@ -149,7 +150,7 @@ class thread_pool {
   /// @param f a callable taking no arguments.
   template <class F>
   requires detail::postable<F>
-  void post(priority p, F&& f) { enqueue(p, posted<std::decay_t<F>>{std::forward<F>(f), this}); }
+  void post(priority p, F&& f) { enqueue(p, posted<std::decay_t<F>>{std::forward<F>(f)}); }
 
   /// Runs `f(args...)` on a worker and returns a future of its result; an exception
   /// `f` throws is rethrown by `future::get()`. If `f` accepts a `std::stop_token`
@@ -280,16 +281,17 @@ class thread_pool {
     using type = std::invoke_result_t<F&, std::stop_token, Args...>;
   };
 
-  // A posted callable: routes a thrown exception to the pool's error handler.
+  // A posted callable: routes a thrown exception to the error handler of the pool
+  // running it (only a pool's own workers run its tasks), so it carries no pool
+  // pointer and a small lambda stays a small record in a lane.
   template <class F>
   struct posted {
     F f;
-    thread_pool* pool;
     void operator()() {
       try {
         f();
       } catch (...) {
-        pool->report_error(std::current_exception());
+        detail::current_pool->report_error(std::current_exception());
       }
     }
   };
@@ -304,6 +306,9 @@ class thread_pool {
     std::atomic<std::uint64_t> discarded{0};
     std::atomic<bool> busy{false};
     std::uint64_t rng = 0;
+    unsigned lane_cursor = 0;  // where this worker starts its look at the lanes
+    unsigned batch_depth = 0;  // batch tasks running on this worker's stack
+    detail::task_batch batch;  // tasks taken from a lane, run in place
     std::thread thread;
   };
 
@@ -316,6 +321,10 @@ class thread_pool {
   template <class F>
   void enqueue_shared(priority p, F&& f);
   bool take_batch(worker& w, detail::task_fn& first);
+  bool run_from_lanes(worker& w);
+  bool run_batch(worker& w);
+  void run_in_batch(worker& w, detail::task_fn& t);
+  bool steal_from_batches(worker& self, unsigned self_index);
   void notify_after_push() noexcept;
   void wake_if_sleeping() noexcept;
   bool wake_one() noexcept;
@@ -344,7 +353,7 @@ class thread_pool {
   detail::task_node* steal(worker& self, unsigned self_index, unsigned& victim);
   void worker_main(unsigned index);
   bool idle(worker& w);
-  void report_error(std::exception_ptr e) noexcept;
+  void report_error(std::exception_ptr e) const noexcept;
   static constexpr std::size_t batch_max = 16;  // tasks moved from a shared queue at once
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
@@ -354,6 +363,9 @@ class thread_pool {
   std::vector<std::unique_ptr<worker>> workers_;
   // Submission queues from outside the pool: [0] high and [1] normal priority.
   detail::mpmc_queue<detail::task_fn> queues_[2];
+  // Normal-priority posts from outside threads: one lane per posting thread (while
+  // there are lanes to give), so a post makes no locked instruction.
+  detail::lane_set lanes_;
   // Parking: sleepers_ workers are asleep (or about to be) on epoch_; searching_
   // workers are awake and looking, so a new task needs no wake-up call.
   // Each on its own cache line: posters read sleepers_ on every post, while
@@ -379,6 +391,8 @@ class thread_pool {
 // ---------------------------------------------------------------------------------
 
 inline thread_pool::thread_pool(thread_pool_options options) : options_(std::move(options)) {
+  // Lane posts pair a compiler barrier with the sleeping worker's membarrier.
+  detail::asymmetric_fence::prepare();
   unsigned n = options_.workers;
   if (n == 0) n = std::max(1U, std::thread::hardware_concurrency());
   workers_.reserve(n);
@@ -444,6 +458,16 @@ void thread_pool::enqueue_shared(priority p, F&& f) {
   if (!accepting_.load(std::memory_order_relaxed) && !running_in_this_thread()) {
     throw std::runtime_error("ptk::thread_pool: task posted after shutdown");
   }
+  if (p == priority::normal && !running_in_this_thread()) {
+    if (detail::task_lane* lane = lanes_.mine()) {
+      lane->push(std::forward<F>(f));
+      // Pairs with the membarrier of a worker about to sleep (see idle()): either
+      // its last look sees this task, or this check sees it asleep.
+      detail::asymmetric_fence::light_side();
+      wake_if_sleeping();
+      return;
+    }
+  }
   // The queue's claim is a seq_cst RMW, which orders it before the reads in
   // wake_if_sleeping() as the fence does for the deque.
   queues_[p == priority::high ? 0 : 1].push(std::forward<F>(f));
@@ -496,6 +520,7 @@ inline bool thread_pool::quiescent() const noexcept {
   // again and finding all three equal proves an instant with nothing in flight.
   const auto pushed = [this] {
     std::uint64_t n = queues_[0].pushed() + queues_[1].pushed();
+    for (unsigned i = 0, lanes = lanes_.size(); i < lanes; ++i) n += lanes_[i].pushed();
     for (const auto& w : workers_) n += w->pushed.load(std::memory_order_acquire);
     return n;
   };
@@ -535,15 +560,15 @@ inline bool thread_pool::wait_idle_until(
 
 inline bool thread_pool::work_visible() const noexcept {
   if (queues_[0].size_approx() != 0 || queues_[1].size_approx() != 0) return true;
-  for (const auto& w : workers_) {
-    if (!w->deque.empty_approx()) return true;
+  for (unsigned i = 0, lanes = lanes_.size(); i < lanes; ++i) {
+    if (!lanes_[i].empty()) return true;
   }
-  return false;
+  return deque_work_visible();
 }
 
 inline bool thread_pool::deque_work_visible() const noexcept {
   for (const auto& w : workers_) {
-    if (!w->deque.empty_approx()) return true;
+    if (!w->deque.empty_approx() || w->batch.unclaimed() != 0) return true;
   }
   return false;
 }
@@ -598,10 +623,12 @@ inline bool thread_pool::run_one(worker& w) {
     detail::node_cache().recycle(n);
     return true;
   }
+  if (run_batch(w)) return true;  // lane tasks this worker took before
   if (take_batch(w, t)) {
     run(w, t);
     return true;
   }
+  if (run_from_lanes(w)) return true;
   unsigned victim = 0;
   if (detail::task_node* n = steal(w, index, victim)) {
     // The victim has more: wake a sleeper to share it.
@@ -610,7 +637,7 @@ inline bool thread_pool::run_one(worker& w) {
     detail::node_cache().recycle(n);
     return true;
   }
-  return false;
+  return steal_from_batches(w, index);
 }
 
 // From the shared queue, takes a fair share in one claim: the first into `first`,
@@ -637,6 +664,81 @@ inline bool thread_pool::take_batch(worker& w, detail::task_fn& first) {
   // More work queued and nobody looking for it: bring in another worker.
   if (taken > 1 || queues_[1].size_approx() != 0) notify_after_push();
   return true;
+}
+
+// Runs tasks from the posting threads' lanes: takes a fair share of one lane in one
+// claim (starting at a different lane each time, so one busy poster does not starve
+// the others) into this worker's batch, and runs the batch in order, in place. Idle
+// workers steal from the batch meanwhile (see steal_from_batches). A wait inside a
+// batch task runs this function again: it then continues the same batch, or takes
+// single tasks, but never refills slots that the outer call is still running.
+inline bool thread_pool::run_from_lanes(worker& w) {
+  const unsigned lanes = lanes_.size();
+  if (lanes == 0) return false;
+  const bool refill = w.batch_depth == 0 && w.batch.reusable();
+  for (unsigned k = 0; k < lanes; ++k) {
+    detail::task_lane& lane = lanes_[(w.lane_cursor + k) % lanes];
+    if (lane.empty_hint()) continue;
+    if (!refill) {
+      detail::task_fn t;
+      if (lane.try_take(&t, 1, 1) == 0) continue;
+      if (!lane.empty_hint()) notify_after_push();
+      run(w, t);
+      return true;
+    }
+    const std::size_t taken =
+        lane.try_take(w.batch.slots(), detail::task_batch::capacity, workers_.size());
+    if (taken == 0) continue;
+    w.lane_cursor += k + 1;
+    detail::task_fn& first = w.batch.publish(taken);
+    // Others may take what is left in the lane, or steal from the batch: bring in
+    // a worker if none is looking.
+    if (taken > 1 || !lane.empty_hint()) notify_after_push();
+    run_in_batch(w, first);
+    run_batch(w);
+    return true;
+  }
+  return false;
+}
+
+// Runs this worker's unclaimed batch tasks, oldest first; returns whether it ran any.
+// Stops for a high-priority task, which run_one then takes first.
+inline bool thread_pool::run_batch(worker& w) {
+  bool ran = false;
+  while (detail::task_fn* t = w.batch.claim()) {
+    run_in_batch(w, *t);
+    ran = true;
+    if (!queues_[0].empty_hint()) break;
+  }
+  return ran;
+}
+
+inline void thread_pool::run_in_batch(worker& w, detail::task_fn& t) {
+  struct depth_guard {
+    unsigned& depth;
+    explicit depth_guard(unsigned& d) noexcept : depth(d) { ++depth; }
+    ~depth_guard() { --depth; }
+    depth_guard(const depth_guard&) = delete;
+    depth_guard& operator=(const depth_guard&) = delete;
+  } guard{w.batch_depth};
+  run(w, t);
+}
+
+// Claims one unstarted task from another worker's batch.
+inline bool thread_pool::steal_from_batches(worker& self, unsigned self_index) {
+  const auto n = static_cast<unsigned>(workers_.size());
+  for (unsigned k = 1; k < n; ++k) {
+    worker& victim = *workers_[(self_index + k) % n];
+    if (victim.batch.unclaimed() == 0) continue;
+    detail::task_fn t;
+    if (victim.batch.steal(t)) {
+      bump(self.stolen);
+      if (victim.batch.unclaimed() != 0) notify_after_push();
+      run(self, t);
+      return true;
+    }
+  }
+  return false;
 }
 
 // Spins for a while looking for work, then sleeps on epoch_. Returns false when the
@@ -672,7 +774,9 @@ inline bool thread_pool::idle(worker& /*w*/) {
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   searching_.fetch_sub(1, std::memory_order_seq_cst);
   const std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
-  detail::seq_cst_fence();
+  // Heavy: a lane post pairs only a compiler barrier with this (a membarrier, the
+  // price of one sleep, where a fence on every post would cost each post).
+  detail::asymmetric_fence::heavy_side();
   if (!work_visible() && !exiting_.load(std::memory_order_acquire) &&
       !waking_.load(std::memory_order_seq_cst)) {
     detail::futex_wait(epoch_, e);
@@ -703,7 +807,7 @@ inline void thread_pool::worker_main(unsigned index) {
   detail::current_pool = nullptr;
 }
 
-inline void thread_pool::report_error(std::exception_ptr e) noexcept {
+inline void thread_pool::report_error(std::exception_ptr e) const noexcept {
   if (options_.on_error) {
     try {
       options_.on_error(e);
@@ -728,8 +832,9 @@ inline thread_pool_stats thread_pool::stats() const {
   thread_pool_stats s;
   s.workers = workers_.size();
   s.queued = queues_[0].size_approx() + queues_[1].size_approx();
+  for (unsigned i = 0, lanes = lanes_.size(); i < lanes; ++i) s.queued += lanes_[i].size_approx();
   for (const auto& w : workers_) {
-    s.queued += w->deque.size_approx();
+    s.queued += w->deque.size_approx() + w->batch.unclaimed();
     s.running += w->busy.load(std::memory_order_relaxed) ? 1U : 0U;
     s.executed +=
         w->done.load(std::memory_order_relaxed) - w->discarded.load(std::memory_order_relaxed);
