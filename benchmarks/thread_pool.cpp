@@ -210,6 +210,36 @@ void BM_reduce_10M_tbb(benchmark::State& state) {
   }
 }
 
+// A reference, not the target's peer: the TBB body written by hand the way ptk's
+// parallel_reduce folds a chunk (four quarters with their own accumulators), to show
+// how much of ptk's lead is that fold rather than scheduling.
+void BM_reduce_10M_tbb_4acc(benchmark::State& state) {
+  const auto& v = ten_million();
+  tbb::task_arena arena(static_cast<int>(all_workers()));
+  for (auto _ : state) {
+    double s = 0;
+    arena.execute([&] {
+      s = tbb::parallel_reduce(
+          tbb::blocked_range<std::size_t>(0, v.size()), 0.0,
+          [&](const tbb::blocked_range<std::size_t>& r, double acc) {
+            const std::size_t q = r.size() / 4;
+            const std::size_t lo = r.begin();
+            double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            for (std::size_t k = 0; k < q; ++k) {
+              a0 += v[lo + k];
+              a1 += v[lo + q + k];
+              a2 += v[lo + 2 * q + k];
+              a3 += v[lo + 3 * q + k];
+            }
+            for (std::size_t i = lo + 4 * q; i < r.end(); ++i) a3 += v[i];
+            return acc + (((a0 + a1) + a2) + a3);
+          },
+          std::plus<>{});
+    });
+    benchmark::DoNotOptimize(s);
+  }
+}
+
 #endif
 
 // --- wake-up latency: post to an idle (sleeping) pool until the task runs -------------
@@ -458,6 +488,10 @@ BENCHMARK(BM_reduce_10M_ptk)
 #if PTK_BENCH_HAVE_TBB
 BENCHMARK(BM_reduce_10M_tbb)
     ->Name("BM_reduce_10M_doubles/tbb")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_reduce_10M_tbb_4acc)
+    ->Name("BM_reduce_10M_doubles/tbb_4acc")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 #endif

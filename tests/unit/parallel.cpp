@@ -95,6 +95,15 @@ TEST_CASE("parallel_reduce combines chunks in index order, deterministically") {
   for (int i = 0; i < 200; ++i) expected += std::to_string(i % 10);
   CHECK(digits == expected);
 
+  // Chunks large enough to be folded as four quarters (with a remainder): the
+  // concatenation, which is associative but not commutative, shows the order kept.
+  const auto long_digits = ptk::parallel_reduce(
+      pool, 0, 5003, std::string{}, [](std::size_t i) { return std::to_string(i % 10); },
+      [](std::string a, const std::string& b) { return a + b; }, 1001);
+  std::string long_expected;
+  for (int i = 0; i < 5003; ++i) long_expected += std::to_string(i % 10);
+  CHECK(long_digits == long_expected);
+
   std::vector<double> v(100000);
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = 1.0 / static_cast<double>(i + 1);
   const auto once = ptk::parallel_reduce(
