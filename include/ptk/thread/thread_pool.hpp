@@ -99,10 +99,20 @@ inline thread_local unsigned current_worker_index = 0;
 /// @brief A work-stealing pool of worker threads.
 ///
 /// Each worker has its own deque: tasks posted from inside a task go there (LIFO
-/// for the owner, stolen FIFO by idle workers); tasks posted from other threads go
-/// through lock-free submission queues, high priority first. Idle workers spin
-/// briefly, then sleep on a futex: an idle pool uses no CPU, and posting to a busy
-/// pool makes no system call.
+/// for the owner, stolen FIFO by idle workers). Normal-priority tasks posted from
+/// other threads go into the posting thread's own lane, where a post is plain
+/// stores with no locked instruction (up to 64 lanes per pool; a lane is passed on
+/// when its thread exits, and threads beyond 64 share a lock-free queue). A worker
+/// takes a fair share of a lane at once and runs it in order, while idle workers
+/// steal from that batch task by task, so a task that blocks never holds the rest
+/// of its batch back. High-priority tasks go through a separate queue that every
+/// worker looks at first. Idle workers spin briefly, then sleep on a futex: an idle
+/// pool uses no CPU, and posting to a busy pool makes no system call.
+///
+/// A pool with one worker starts the tasks one thread posts in the order they were
+/// posted (with several workers, tasks run at once and in no promised order). The
+/// exceptions are rare: a thread that posts to more than four pools in turn, or
+/// finds all 64 lanes taken, may have its later posts overtake its earlier ones.
 ///
 /// Waiting on a ptk::future, a ptk::task_group or a parallel loop from inside a task
 /// runs other tasks meanwhile, so nested waits do not deadlock the pool.
