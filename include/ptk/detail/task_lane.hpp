@@ -41,7 +41,7 @@ class task_lane {
  public:
   static constexpr std::size_t segment_bytes = 16384;
 
-  task_lane() : head_seg_(new segment), tail_seg_(head_seg_) {}
+  task_lane() : head_seg_(new_segment()), tail_seg_(head_seg_) {}
   task_lane(const task_lane&) = delete;
   task_lane& operator=(const task_lane&) = delete;
 
@@ -62,10 +62,12 @@ class task_lane {
     }
     for (segment* s = head_seg_; s != nullptr;) {
       segment* next = s->next.load(std::memory_order_relaxed);
-      delete s;
+      free_segment(s);
       s = next;
     }
-    for (auto& spare : spares_) delete spare.load(std::memory_order_relaxed);
+    for (auto& spare : spares_) {
+      if (segment* s = spare.load(std::memory_order_relaxed)) free_segment(s);
+    }
   }
 
   // --- the producer: the thread that owns the lane ---------------------------------
@@ -191,6 +193,48 @@ class task_lane {
 
   static constexpr std::size_t marker_bytes = 16;
 
+  // Segments freed by any lane wait here (up to 8 MiB) for the next lane that needs
+  // one: a burst that queues megabytes, or a new pool after an old one, then reuses
+  // memory already mapped instead of taking a page fault per 4 KiB again. One lock
+  // per 16 KiB of tasks. Never destroyed, so a lane freed late in the process's
+  // exit still finds it.
+  struct segment_cache {
+    static constexpr std::size_t max_segments = 512;
+    std::mutex mutex;
+    std::vector<segment*> free;
+  };
+  static segment_cache& cache() {
+    static segment_cache* const c = new segment_cache;  // NOLINT: immortal on purpose
+    return *c;
+  }
+  static segment* new_segment() {
+    segment_cache& c = cache();
+    {
+      const std::lock_guard lock(c.mutex);
+      if (!c.free.empty()) {
+        segment* s = c.free.back();
+        c.free.pop_back();
+        s->next.store(nullptr, std::memory_order_relaxed);
+        return s;
+      }
+    }
+    return new segment;
+  }
+  static void free_segment(segment* s) noexcept {
+    segment_cache& c = cache();
+    {
+      const std::lock_guard lock(c.mutex);
+      if (c.free.size() < segment_cache::max_segments) {
+        try {
+          c.free.push_back(s);
+          return;
+        } catch (...) {  // no room to remember it: free it instead
+        }
+      }
+    }
+    delete s;
+  }
+
   // A callable is stored as itself when task_fn would hold it inline (so moving it
   // out cannot throw or allocate), else as a task_fn that boxes it.
   template <class C>
@@ -231,7 +275,7 @@ class task_lane {
       if ((s = spare.exchange(nullptr, std::memory_order_acquire)) != nullptr) break;
     }
     if (s == nullptr) {
-      s = new segment;  // may throw: nothing has changed yet
+      s = new_segment();  // may throw: nothing has changed yet
     } else {
       s->next.store(nullptr, std::memory_order_relaxed);
     }
@@ -261,7 +305,7 @@ class task_lane {
         return skipped;
       }
     }
-    delete done;
+    free_segment(done);
     return skipped;
   }
 
