@@ -516,7 +516,12 @@ struct throwing_move_task {
 TEST_CASE("posts from one thread keep their order across lane segments, whatever their size") {
   ptk::thread_pool pool{1};
   gate g;
-  pool.post([&] { g.wait(); });
+  std::latch blocked{1};
+  pool.post([&] {
+    blocked.count_down();
+    g.wait();
+  });
+  blocked.wait();  // the worker is busy: everything below stays queued
   std::vector<int> order;  // one worker: no lock needed
   constexpr int n = 20000;  // about 40 segments of 16 KiB
   for (int i = 0; i < n; ++i) {
