@@ -192,7 +192,9 @@ void BM_reduce_10M_ptk(benchmark::State& state) {
 }
 
 #if PTK_BENCH_HAVE_TBB
-void BM_reduce_10M_tbb(benchmark::State& state) {
+// tbb::parallel_reduce over the ten million doubles, with `body` folding one range.
+template <class Body>
+void reduce_10M_tbb(benchmark::State& state, Body body) {
   const auto& v = ten_million();
   tbb::task_arena arena(static_cast<int>(all_workers()));
   for (auto _ : state) {
@@ -200,44 +202,39 @@ void BM_reduce_10M_tbb(benchmark::State& state) {
     arena.execute([&] {
       s = tbb::parallel_reduce(
           tbb::blocked_range<std::size_t>(0, v.size()), 0.0,
-          [&](const tbb::blocked_range<std::size_t>& r, double acc) {
-            for (std::size_t i = r.begin(); i < r.end(); ++i) acc += v[i];
-            return acc;
-          },
+          [&](const tbb::blocked_range<std::size_t>& r, double acc) { return body(v, r, acc); },
           std::plus<>{});
     });
     benchmark::DoNotOptimize(s);
   }
 }
 
+void BM_reduce_10M_tbb(benchmark::State& state) {
+  reduce_10M_tbb(state, [](const std::vector<double>& v,
+                           const tbb::blocked_range<std::size_t>& r, double acc) {
+    for (std::size_t i = r.begin(); i < r.end(); ++i) acc += v[i];
+    return acc;
+  });
+}
+
 // A reference, not the target's peer: the TBB body written by hand the way ptk's
 // parallel_reduce folds a chunk (four quarters with their own accumulators), to show
 // how much of ptk's lead is that fold rather than scheduling.
 void BM_reduce_10M_tbb_4acc(benchmark::State& state) {
-  const auto& v = ten_million();
-  tbb::task_arena arena(static_cast<int>(all_workers()));
-  for (auto _ : state) {
-    double s = 0;
-    arena.execute([&] {
-      s = tbb::parallel_reduce(
-          tbb::blocked_range<std::size_t>(0, v.size()), 0.0,
-          [&](const tbb::blocked_range<std::size_t>& r, double acc) {
-            const std::size_t q = r.size() / 4;
-            const std::size_t lo = r.begin();
-            double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-            for (std::size_t k = 0; k < q; ++k) {
-              a0 += v[lo + k];
-              a1 += v[lo + q + k];
-              a2 += v[lo + 2 * q + k];
-              a3 += v[lo + 3 * q + k];
-            }
-            for (std::size_t i = lo + 4 * q; i < r.end(); ++i) a3 += v[i];
-            return acc + (((a0 + a1) + a2) + a3);
-          },
-          std::plus<>{});
-    });
-    benchmark::DoNotOptimize(s);
-  }
+  reduce_10M_tbb(state, [](const std::vector<double>& v,
+                           const tbb::blocked_range<std::size_t>& r, double acc) {
+    const std::size_t q = r.size() / 4;
+    const std::size_t lo = r.begin();
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (std::size_t k = 0; k < q; ++k) {
+      a0 += v[lo + k];
+      a1 += v[lo + q + k];
+      a2 += v[lo + 2 * q + k];
+      a3 += v[lo + 3 * q + k];
+    }
+    for (std::size_t i = lo + 4 * q; i < r.end(); ++i) a3 += v[i];
+    return acc + (((a0 + a1) + a2) + a3);
+  });
 }
 
 #endif
