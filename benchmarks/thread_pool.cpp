@@ -210,8 +210,8 @@ void reduce_10M_tbb(benchmark::State& state, Body body) {
 }
 
 void BM_reduce_10M_tbb(benchmark::State& state) {
-  reduce_10M_tbb(state, [](const std::vector<double>& v,
-                           const tbb::blocked_range<std::size_t>& r, double acc) {
+  reduce_10M_tbb(state, [](const std::vector<double>& v, const tbb::blocked_range<std::size_t>& r,
+                           double acc) {
     for (std::size_t i = r.begin(); i < r.end(); ++i) acc += v[i];
     return acc;
   });
@@ -221,8 +221,8 @@ void BM_reduce_10M_tbb(benchmark::State& state) {
 // parallel_reduce folds a chunk (four quarters with their own accumulators), to show
 // how much of ptk's lead is that fold rather than scheduling.
 void BM_reduce_10M_tbb_4acc(benchmark::State& state) {
-  reduce_10M_tbb(state, [](const std::vector<double>& v,
-                           const tbb::blocked_range<std::size_t>& r, double acc) {
+  reduce_10M_tbb(state, [](const std::vector<double>& v, const tbb::blocked_range<std::size_t>& r,
+                           double acc) {
     const std::size_t q = r.size() / 4;
     const std::size_t lo = r.begin();
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0;

@@ -507,7 +507,8 @@ struct throwing_move_task {
   int value;
   throwing_move_task(std::vector<int>* o, int v) : out(o), value(v) {}
   throwing_move_task(const throwing_move_task&) = default;
-  throwing_move_task(throwing_move_task&& other) noexcept(false) : out(other.out), value(other.value) {}
+  throwing_move_task(throwing_move_task&& other) noexcept(false)
+      : out(other.out), value(other.value) {}
   void operator()() const { out->push_back(value); }
 };
 
@@ -521,15 +522,23 @@ TEST_CASE("posts from one thread keep their order across lane segments, whatever
     blocked.count_down();
     g.wait();
   });
-  blocked.wait();  // the worker is busy: everything below stays queued
-  std::vector<int> order;  // one worker: no lock needed
+  blocked.wait();           // the worker is busy: everything below stays queued
+  std::vector<int> order;   // one worker: no lock needed
   constexpr int n = 20000;  // about 40 segments of 16 KiB
   for (int i = 0; i < n; ++i) {
     switch (i % 4) {
-      case 0: pool.post([&order, i] { order.push_back(i); }); break;
-      case 1: pool.post(aligned_task{&order, i}); break;
-      case 2: pool.post(large_task{&order, i}); break;
-      default: pool.post(throwing_move_task{&order, i}); break;
+      case 0:
+        pool.post([&order, i] { order.push_back(i); });
+        break;
+      case 1:
+        pool.post(aligned_task{&order, i});
+        break;
+      case 2:
+        pool.post(large_task{&order, i});
+        break;
+      default:
+        pool.post(throwing_move_task{&order, i});
+        break;
     }
   }
   CHECK(pool.stats().queued == n);

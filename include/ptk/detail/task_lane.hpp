@@ -122,8 +122,7 @@ class task_lane {
       head_off_ += ops->size;
       pos += ops->size;
     }
-    taken_count_.store(taken_count_.load(std::memory_order_relaxed) + n,
-                       std::memory_order_relaxed);
+    taken_count_.store(taken_count_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     taken_.store(pos, std::memory_order_release);
     busy_.store(false, std::memory_order_release);
     return n;
@@ -174,9 +173,7 @@ class task_lane {
   /// The lane's pool is gone: no producer should keep it.
   void orphan() noexcept { orphaned_.store(true, std::memory_order_release); }
   /// @return whether the lane's pool is gone.
-  [[nodiscard]] bool orphaned() const noexcept {
-    return orphaned_.load(std::memory_order_acquire);
-  }
+  [[nodiscard]] bool orphaned() const noexcept { return orphaned_.load(std::memory_order_acquire); }
 
  private:
   struct record_ops {
@@ -238,9 +235,9 @@ class task_lane {
   // A callable is stored as itself when task_fn would hold it inline (so moving it
   // out cannot throw or allocate), else as a task_fn that boxes it.
   template <class C>
-  static constexpr bool storable = sizeof(C) <= task_fn::inline_size &&
-                                   alignof(C) <= task_fn::inline_align &&
-                                   std::is_nothrow_move_constructible_v<C>;
+  static constexpr bool storable =
+      sizeof(C) <= task_fn::inline_size &&
+      alignof(C) <= task_fn::inline_align&& std::is_nothrow_move_constructible_v<C>;
   template <class C>
   using stored_t = std::conditional_t<storable<C>, C, task_fn>;
 
@@ -360,7 +357,8 @@ class task_batch {
   task_fn& publish(std::size_t n) noexcept {
     own_ = 1;
     stolen_.store(0, std::memory_order_relaxed);
-    const std::uint64_t gen = (generation(state_.load(std::memory_order_relaxed)) + 1) & 0xFFFFFFFFU;
+    const std::uint64_t gen =
+        (generation(state_.load(std::memory_order_relaxed)) + 1) & 0xFFFFFFFFU;
     // Release: the slots are written before any thief can claim them.
     state_.store(gen << 32 | static_cast<std::uint64_t>(n) << 16 | 1U, std::memory_order_release);
     return slots_[0];

@@ -712,13 +712,14 @@ inline bool thread_pool::run_from_lanes(worker& w) {
 }
 
 // Runs this worker's unclaimed batch tasks, oldest first; returns whether it ran any.
-// Stops for a high-priority task, which run_one then takes first.
+// Stops before each task for a high-priority one, which run_one then takes first.
 inline bool thread_pool::run_batch(worker& w) {
   bool ran = false;
-  while (detail::task_fn* t = w.batch.claim()) {
+  while (queues_[0].empty_hint()) {
+    detail::task_fn* t = w.batch.claim();
+    if (t == nullptr) break;
     run_in_batch(w, *t);
     ran = true;
-    if (!queues_[0].empty_hint()) break;
   }
   return ran;
 }
