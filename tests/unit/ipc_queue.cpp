@@ -229,6 +229,33 @@ TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue
   CHECK(q.try_recv().status() == channel_status::empty);
 }
 
+TEST_CASE("queue: the only sender, killed after claiming a slot, is reported lost",
+          "[ipc][queue]") {
+  // The receiver steps over the dead sender's slot and finds the queue empty. It
+  // must then wait (and learn that every sender is gone), not spin: its head hint
+  // once stayed on the skipped slot, which a waiting receive read as "ready" for
+  // ever, so recv_for() neither slept nor returned.
+  namespace qs = ptk::detail::queue_slot;
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 4);
+  auto raw = ptk::shared_memory::open(name);
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::queue<int>::open(name.str());
+    if (tx.send(7) != channel_status::ok) return 2;
+    std::uint64_t empty = qs::make(0, qs::empty, 0);
+    const auto me = static_cast<std::uint32_t>(::getpid());
+    if (!slot_word(raw, int_slot, 1).compare_exchange_strong(empty, qs::make(0, qs::writing, me)))
+      return 1;
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  });
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(*q.recv_for(30s) == 7);
+  CHECK(q.recv_for(30s).status() == channel_status::peer_lost);
+}
+
 TEST_CASE("queue: tail and head hints that lag laps behind are stepped over", "[ipc][queue]") {
   const shm_name name;
   auto q = ptk::queue<int>::create(name, 4);

@@ -542,6 +542,7 @@ class queue {
         continue;
       }
       if (d < -3) corrupt("slot state behind the tail");
+      hint(ctl_->tail, pos);              // as in pop(): a waiting send looks at the hint's slot
       if (d == -1 && claimant_dead(w)) {  // a receiver died reading this slot
         s.state->compare_exchange_strong(w, qs::make(s.turn, qs::empty, 0),
                                          std::memory_order_acq_rel);
@@ -609,6 +610,11 @@ class queue {
         continue;
       }
       if (d < -3) corrupt("slot state behind the head");
+      // Nothing to take at `pos`: the head hint goes there, past any slots this
+      // search stepped over (a dead sender's, say). A waiting receive looks at the
+      // hint's slot only, and one left on a consumed slot reads as "ready" for ever:
+      // the receive would spin without sleeping, or seeing its deadline or a lost peer.
+      hint(ctl_->head, pos);
       if (d == -1) {
         if (!claimant_dead(w)) {
           holder = w;
