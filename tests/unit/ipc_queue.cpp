@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <set>
 #include <stop_token>
@@ -199,27 +200,37 @@ std::atomic<std::uint64_t>& slot_word(ptk::shared_memory& base, std::size_t slot
 }
 constexpr std::size_t int_slot = ptk::detail::round8(ptk::detail::queue_slot_header + sizeof(int));
 
-}  // namespace
-
-TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue", "[ipc][queue]") {
+// A sender process that, after sending `first` (if any), claims slot `slot` (lap 0)
+// the way a sender does and dies before writing its message (and before moving the
+// tail on). Returns once it is dead; false if it did not die by the signal.
+bool sender_dies_holding(const shm_name& name, ptk::shared_memory& raw, std::size_t slot,
+                         std::optional<int> first) {
   namespace qs = ptk::detail::queue_slot;
-  const shm_name name;
-  auto q = ptk::queue<int>::create(name, 4);
-  auto raw = ptk::shared_memory::open(name);
   const pid_t child = fork_child([&] {
-    // Claim slot 0 the way a sender does, then die before writing the message (and
-    // before moving the tail on: the next sender steps over the claimed slot).
     auto tx = ptk::queue<int>::open(name.str());
+    if (first && tx.send(*first) != channel_status::ok) return 2;
     std::uint64_t empty = qs::make(0, qs::empty, 0);
     const auto me = static_cast<std::uint32_t>(::getpid());
-    if (!slot_word(raw, int_slot, 0).compare_exchange_strong(empty, qs::make(0, qs::writing, me)))
+    if (!slot_word(raw, int_slot, slot)
+             .compare_exchange_strong(empty, qs::make(0, qs::writing, me))) {
       return 1;
+    }
     ::kill(::getpid(), SIGKILL);
     return 0;
   });
   int status = 0;
   ::waitpid(child, &status, 0);
-  REQUIRE(WIFSIGNALED(status));
+  return WIFSIGNALED(status);
+}
+
+}  // namespace
+
+TEST_CASE("queue: a sender killed after claiming a slot does not wedge the queue", "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 4);
+  auto raw = ptk::shared_memory::open(name);
+  // The next sender steps over the dead sender's claimed slot 0.
+  REQUIRE(sender_dies_holding(name, raw, 0, std::nullopt));
   REQUIRE(q.send(1) == channel_status::ok);  // behind the dead sender's slot
   CHECK(*q.recv_for(30s) == 1);              // skips it once the claimant is found dead
   for (int i = 2; i < 12; ++i) {
@@ -235,23 +246,10 @@ TEST_CASE("queue: the only sender, killed after claiming a slot, is reported los
   // must then wait (and learn that every sender is gone), not spin: its head hint
   // once stayed on the skipped slot, which a waiting receive read as "ready" for
   // ever, so recv_for() neither slept nor returned.
-  namespace qs = ptk::detail::queue_slot;
   const shm_name name;
   auto q = ptk::queue<int>::create(name, 4);
   auto raw = ptk::shared_memory::open(name);
-  const pid_t child = fork_child([&] {
-    auto tx = ptk::queue<int>::open(name.str());
-    if (tx.send(7) != channel_status::ok) return 2;
-    std::uint64_t empty = qs::make(0, qs::empty, 0);
-    const auto me = static_cast<std::uint32_t>(::getpid());
-    if (!slot_word(raw, int_slot, 1).compare_exchange_strong(empty, qs::make(0, qs::writing, me)))
-      return 1;
-    ::kill(::getpid(), SIGKILL);
-    return 0;
-  });
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(sender_dies_holding(name, raw, 1, 7));
   CHECK(*q.recv_for(30s) == 7);
   CHECK(q.recv_for(30s).status() == channel_status::peer_lost);
 }

@@ -13,7 +13,7 @@
 // rather than a 64-byte task_fn slot, and fewer cache lines travel from the
 // producer's core to the consumers'. Records fill 16 KiB segments; a full segment
 // gets an end marker and a link to the next, so a lane is unbounded and keeps its
-// producer's order. Consumed segments are recycled through a few spares.
+// producer's order. Consumed segments go back to a process-wide cache.
 //
 // Consumers take records under a try-lock: one consumer at a time moves a batch
 // out (noexcept moves into task_fn objects); another finding it taken looks
@@ -64,9 +64,6 @@ class task_lane {
       segment* next = s->next.load(std::memory_order_relaxed);
       free_segment(s);
       s = next;
-    }
-    for (auto& spare : spares_) {
-      if (segment* s = spare.load(std::memory_order_relaxed)) free_segment(s);
     }
   }
 
@@ -190,8 +187,8 @@ class task_lane {
 
   static constexpr std::size_t marker_bytes = 16;
 
-  // Segments freed by any lane wait here (up to 8 MiB) for the next lane that needs
-  // one: a burst that queues megabytes, or a new pool after an old one, then reuses
+  // Segments freed by any lane wait here (up to 8 MiB) for the next segment any lane
+  // needs: a burst that queues megabytes, or a new pool after an old one, then reuses
   // memory already mapped instead of taking a page fault per 4 KiB again. One lock
   // per 16 KiB of tasks. Never destroyed, so a lane freed late in the process's
   // exit still finds it.
@@ -266,16 +263,7 @@ class task_lane {
 
   // Producer: ends the current segment with a marker and continues in a new one.
   void next_segment() {
-    segment* s = nullptr;
-    for (auto& spare : spares_) {
-      if (spare.load(std::memory_order_relaxed) == nullptr) continue;
-      if ((s = spare.exchange(nullptr, std::memory_order_acquire)) != nullptr) break;
-    }
-    if (s == nullptr) {
-      s = new_segment();  // may throw: nothing has changed yet
-    } else {
-      s->next.store(nullptr, std::memory_order_relaxed);
-    }
+    segment* s = new_segment();  // may throw: nothing has changed yet
     const record_ops* marker = &end_marker;
     std::memcpy(tail_seg_->bytes + tail_off_, &marker, sizeof marker);
     // Published by the release store of the next push, before which no consumer
@@ -293,16 +281,7 @@ class task_lane {
     const std::uint64_t skipped = segment_bytes - head_off_;
     head_seg_ = done->next.load(std::memory_order_relaxed);
     head_off_ = 0;
-    // Release: this consumer's reads of the segment happen before its reuse.
-    for (auto& spare : spares_) {
-      segment* expected = nullptr;
-      if (spare.load(std::memory_order_relaxed) == nullptr &&
-          spare.compare_exchange_strong(expected, done, std::memory_order_release,
-                                        std::memory_order_relaxed)) {
-        return skipped;
-      }
-    }
-    free_segment(done);
+    free_segment(done);  // the cache's lock orders these reads before its reuse
     return skipped;
   }
 
@@ -321,10 +300,8 @@ class task_lane {
   std::size_t tail_off_ = 0;
   std::uint64_t tail_ = 0;
   std::uint64_t count_ = 0;
-  // Cold: spare segments (a consumer lagging a few segments behind still lets the
-  // producer reuse warm memory instead of calling malloc), and who owns the lane.
-  alignas(64) std::atomic<segment*> spares_[4] = {};
-  std::atomic<bool> owned_{false};
+  // Cold: who owns the lane.
+  alignas(64) std::atomic<bool> owned_{false};
   std::atomic<bool> orphaned_{false};
   std::atomic<const void*> last_owner_{nullptr};
 };
