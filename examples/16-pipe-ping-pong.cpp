@@ -2,10 +2,10 @@
 //
 // ptk::pipe<T>::create() gives two connected ends. The parent keeps one and hands
 // the other to a child it spawns: the child is this same program started again
-// with "child" as its argument, and finds its end as descriptor 3
-// (ptk::command::pass_fd). Messages are typed and framed, so a std::string arrives
-// whole; close() ends the conversation, and a child that dies instead is reported
-// as peer_lost rather than a hang.
+// with "child" as its argument, and finds its end as descriptors 3 and 4 (the read
+// end of one kernel pipe and the write end of the other, ptk::command::pass_fd). Messages are typed
+// and framed, so a std::string arrives whole; close() ends the conversation, and a child that dies
+// instead is reported as peer_lost rather than a hang.
 #include <ptk/ipc.hpp>
 #include <ptk/process.hpp>
 
@@ -16,7 +16,7 @@
 namespace {
 
 int child() {
-  auto ch = ptk::pipe<std::string>::from_fd(3);
+  auto ch = ptk::pipe<std::string>::from_fds(3, 4);
   while (auto msg = ch.recv()) ch.send("pong " + *msg);  // until the parent closes
   ch.close();
   return 0;
@@ -28,8 +28,11 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "child") return child();
 
   auto [mine, theirs] = ptk::pipe<std::string>::create();
-  auto worker = ptk::spawn(ptk::command{"/proc/self/exe"}.arg("child").pass_fd(theirs.fd(), 3));
-  std::printf("1. spawned pid %d with its end of the pipe as fd 3\n", worker.pid());
+  auto worker = ptk::spawn(ptk::command{"/proc/self/exe"}
+                               .arg("child")
+                               .pass_fd(theirs.read_fd(), 3)
+                               .pass_fd(theirs.write_fd(), 4));
+  std::printf("1. spawned pid %d with its end of the pipe as fds 3 and 4\n", worker.pid());
 
   std::puts("2. ping-pong: typed messages, framed, any length");
   for (int i = 1; i <= 3; ++i) {

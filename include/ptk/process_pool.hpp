@@ -353,9 +353,10 @@ inline void put_error(std::vector<std::byte>& out, std::uint64_t id, const std::
 }
 
 // The worker's side: answers task requests in order until the pool closes the channel.
+// Its channel is descriptors `fd` (from the pool) and `fd + 1` (to the pool).
 [[noreturn]] inline void serve_worker(int fd) {
   try {
-    auto ch = pipe<std::vector<std::byte>>::from_fd(fd);
+    auto ch = pipe<std::vector<std::byte>>::from_fds(fd, fd + 1);
     std::vector<std::byte> reply;
     put_pod(reply, pool_msg::ready);
     put_pod(reply, std::uint64_t{0});
@@ -853,7 +854,8 @@ class process_pool {
       cmd.args(args_)
           .env(detail::worker_fd_env, "3")
           .env(detail::worker_parent_env, std::to_string(::getpid()))
-          .pass_fd(theirs.fd(), 3)
+          .pass_fd(theirs.read_fd(), 3)
+          .pass_fd(theirs.write_fd(), 4)
           .std_in(stdio::null)
           .new_process_group()
           .parent_death_signal(SIGKILL);  // this thread lives as long as the workers
@@ -943,7 +945,7 @@ class process_pool {
     std::optional<clock::time_point> deadline;
     auto earliest = [&](clock::time_point t) { deadline = deadline ? std::min(*deadline, t) : t; };
     for (auto& w : workers_) {
-      pollfds_.push_back({w->ch.fd(), POLLIN, 0});
+      pollfds_.push_back({w->ch.read_fd(), POLLIN, 0});
       if (!w->ready && !w->retiring) earliest(w->spawned_at + options_.start_timeout);
       if (!w->in_flight.empty() && options_.task_timeout.count() > 0)
         earliest(w->head_started + options_.task_timeout);

@@ -1,5 +1,5 @@
 /// @file
-/// @brief ptk::pipe: a duplex typed channel over a Unix socket pair, the C++ form of
+/// @brief ptk::pipe: a duplex typed channel over two kernel pipes, the C++ form of
 ///        Python's multiprocessing.Pipe.
 #pragma once
 
@@ -10,14 +10,17 @@
 #include <ptk/ipc/channel.hpp>
 #include <ptk/ipc/codec.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -47,30 +50,109 @@ struct frame_header {
   std::uint32_t tag;
 };
 static_assert(sizeof(frame_header) == 8, "frames start with an 8-byte header");
+
+// ---- SIGPIPE ------------------------------------------------------------------------
+// A write to a pipe whose reader is gone raises SIGPIPE, which kills by default.
+// Blocking it around each write costs two system calls per message (a quarter of a
+// round trip), so instead a process whose SIGPIPE is still SIG_DFL gets a handler
+// that ignores the SIGPIPEs raised inside ptk::pipe's own writes (the write returns
+// EPIPE, reported as peer_lost) and does what SIG_DFL does, terminate, for any other.
+// The flag is initial-exec TLS so the handler reads it without allocating.
+
+/// Set while this thread is inside a ptk::pipe write.
+__attribute__((
+    tls_model("initial-exec"))) inline thread_local volatile std::sig_atomic_t in_pipe_write = 0;
+
+inline void pipe_sigpipe_handler(int) noexcept {
+  if (in_pipe_write != 0) return;  // ours: the write reports EPIPE
+  const int saved = errno;
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGPIPE, &dfl, nullptr);
+  ::raise(SIGPIPE);  // pending until this handler returns, then fatal as by default
+  errno = saved;
+}
+
+/// Installs pipe_sigpipe_handler if SIGPIPE is SIG_DFL: an ignored SIGPIPE or a
+/// handler of the program's own is left alone. Every new endpoint checks (one
+/// system call), so a program that resets SIGPIPE later is covered from its next
+/// endpoint on.
+inline void shield_sigpipe() noexcept {
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) != 0) return;
+  if ((old.sa_flags & SA_SIGINFO) != 0 || old.sa_handler != SIG_DFL) return;
+  struct sigaction mine {};
+  mine.sa_handler = &pipe_sigpipe_handler;
+  sigemptyset(&mine.sa_mask);
+  mine.sa_flags = SA_RESTART;
+  ::sigaction(SIGPIPE, &mine, nullptr);
+}
+
+/// write(2) on a ptk::pipe descriptor, flagged for pipe_sigpipe_handler.
+inline ssize_t pipe_write(int fd, const void* data, std::size_t n) noexcept {
+  in_pipe_write = 1;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  const ssize_t w = ::write(fd, data, n);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  in_pipe_write = 0;
+  return w;
+}
+
+/// A read that never blocks on a blocking descriptor: preadv2 with RWF_NOWAIT, or,
+/// on a kernel whose pipes lack it, a zero-timeout poll first (the one reader cannot
+/// lose what poll saw). Returns -1 with EAGAIN when nothing is there.
+inline ssize_t read_nowait(int fd, void* into, std::size_t n) noexcept {
+  static constinit std::atomic<bool> no_rwf_nowait{false};
+  if (!no_rwf_nowait.load(std::memory_order_relaxed)) {
+    iovec v{into, n};
+    const ssize_t r = ::preadv2(fd, &v, 1, -1, RWF_NOWAIT);
+    if (r >= 0 || errno != EOPNOTSUPP) return r;
+    no_rwf_nowait.store(true, std::memory_order_relaxed);
+  }
+  pollfd p{fd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, 0);
+  if (ready == 0) errno = EAGAIN;
+  if (ready <= 0) return -1;
+  return ::read(fd, into, n);
+}
 }  // namespace detail
 
 /// @brief One end of a duplex channel of T messages between two threads or
-///        processes, over an AF_UNIX stream socket pair.
+///        processes, over two kernel pipes (one for each direction).
 ///
 /// Messages are framed (length and tag), so variable-size types are fine. Blocking
-/// calls sleep in the kernel (read, poll); an idle endpoint uses no CPU. Pass one end
-/// to a child with ptk::command::pass_fd and rebuild it there with from_fd().
+/// calls sleep in the kernel (read, poll); an idle endpoint uses no CPU. An endpoint
+/// is two descriptors, read_fd() and write_fd(): pass both to a child with
+/// ptk::command::pass_fd and rebuild the end there with from_fds().
 ///
 /// Close semantics: close() tells the peer that nothing more will come; the peer's
 /// receives drain what was sent and then return `closed`, and its sends return
 /// `closed` from then on. An endpoint that disappears without close(), because it
 /// was destroyed or its process died (even in the middle of a message), is reported
-/// to the peer as `peer_lost` after the complete messages were drained.
+/// to the peer as `peer_lost` after the complete messages were drained; a send to it
+/// returns `peer_lost` at once.
+///
+/// SIGPIPE: a write to a pipe nobody reads raises SIGPIPE. So that a send to a lost
+/// peer returns `peer_lost` without a system call per message to mask the signal,
+/// an endpoint created while the process's SIGPIPE is the default installs a
+/// handler. It ignores the SIGPIPEs of ptk::pipe's own writes and terminates the
+/// process, as the default does, on any other. A program that ignores SIGPIPE or
+/// handles it itself is left alone (its handler also sees ptk's). A program that
+/// resets SIGPIPE to SIG_DFL while endpoints exist must create a new endpoint
+/// before sending again: until then a send to a lost peer kills it.
 ///
 /// A malformed frame (bad tag, or longer than pipe_options::max_message_size) throws
 /// ptk::channel_error; the byte stream cannot be trusted after that and every later
 /// receive throws too. A message that fails to decode throws ptk::codec_error and is
 /// dropped; the channel stays usable.
+///
+/// An endpoint is used by one thread at a time.
 /// @code
 /// auto [parent, child] = ptk::pipe<std::string>::create();
-/// auto p = ptk::spawn(ptk::command{"./worker"}.pass_fd(child.fd(), 3));
+/// auto p = ptk::spawn(ptk::command{"./worker"}.pass_fd(child.read_fd(), 3)
+///                                              .pass_fd(child.write_fd(), 4));
 /// parent.send("ping");
-/// auto reply = parent.recv();          // in ./worker: ptk::pipe<std::string>::from_fd(3)
+/// auto reply = parent.recv();      // in ./worker: ptk::pipe<std::string>::from_fds(3, 4)
 /// @endcode
 /// @tparam T an encodable message type (see ptk::codec).
 template <class T>
@@ -85,25 +167,35 @@ class pipe {
   /// @param options limits for both endpoints.
   /// @return the two ends; each can send to and receive from the other.
   static std::pair<pipe, pipe> create(const pipe_options& options = {}) {
-    auto fds = detail::make_socketpair(SOCK_STREAM);
-    return {pipe(std::move(fds.first), options), pipe(std::move(fds.second), options)};
+    auto there = detail::make_pipe();  // first -> second
+    auto back = detail::make_pipe();   // second -> first
+    return {pipe(std::move(back.first), std::move(there.second), options),
+            pipe(std::move(there.first), std::move(back.second), options)};
   }
-  /// Adopts a stream socket received from a parent (e.g. descriptor 3 passed with
-  /// ptk::command::pass_fd).
-  /// @param fd the descriptor; this endpoint owns it from now on.
+  /// Adopts the two pipe ends of an endpoint received from a parent (e.g.
+  /// descriptors 3 and 4 passed with ptk::command::pass_fd).
+  /// @param read_fd the read end of the pipe the peer writes to.
+  /// @param write_fd the write end of the pipe the peer reads from.
   /// @param options limits.
-  /// @return the endpoint.
-  /// @throws std::system_error if `fd` is not a stream socket.
-  static pipe from_fd(int fd, const pipe_options& options = {}) {
-    detail::unique_fd owned(fd);
-    int type = 0;
-    socklen_t len = sizeof type;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 || type != SOCK_STREAM) {
-      throw_os_error(ENOTSOCK,
-                     "ptk::pipe::from_fd(" + std::to_string(fd) + "): not a stream socket");
-    }
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return pipe(std::move(owned), options);
+  /// @return the endpoint; it owns both descriptors from now on (also when this throws).
+  /// @throws std::system_error if either is not the right end of a pipe.
+  static pipe from_fds(int read_fd, int write_fd, const pipe_options& options = {}) {
+    detail::unique_fd r(read_fd);
+    detail::unique_fd w(write_fd);
+    const auto require = [](int fd, int access, const char* what) {
+      struct stat st {};
+      const int fl = ::fcntl(fd, F_GETFL);
+      if (::fstat(fd, &st) == -1 || !S_ISFIFO(st.st_mode) || fl == -1 ||
+          (fl & O_ACCMODE) != access) {
+        throw_os_error(EINVAL, std::string("ptk::pipe::from_fds: descriptor ") +
+                                   std::to_string(fd) + " is not " + what);
+      }
+    };
+    require(read_fd, O_RDONLY, "the read end of a pipe");
+    require(write_fd, O_WRONLY, "the write end of a pipe");
+    ::fcntl(read_fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(write_fd, F_SETFD, FD_CLOEXEC);
+    return pipe(std::move(r), std::move(w), options);
   }
 
   /// Moves an endpoint.
@@ -118,14 +210,14 @@ class pipe {
 
   // ---- sending ----
 
-  /// Sends `v`, waiting while the socket buffer is full.
+  /// Sends `v`, waiting while the pipe is full.
   /// @param v the message. @param stop stops a wait that has not started writing.
   /// @return ok, closed, peer_lost or cancelled.
   /// @throws std::length_error if `v` encodes to more than max_message_size.
   channel_status send(const T& v, std::stop_token stop = {}) {
     return send_impl(v, std::nullopt, stop, true);
   }
-  /// Sends `v` if the socket can take the whole frame now.
+  /// Sends `v` if the pipe can take the whole frame now.
   /// @param v the message. @return ok, full, closed or peer_lost.
   channel_status try_send(const T& v) {
     return send_impl(v, std::chrono::steady_clock::now(), {}, false);
@@ -181,16 +273,19 @@ class pipe {
   /// Tells the peer nothing more will be sent (it drains, then sees `closed`).
   /// This endpoint's sends return `closed` from now on; it can still receive. The
   /// close marker travels behind the messages already sent, so close() waits while
-  /// the socket is full (a dead peer ends that wait at once).
+  /// the pipe is full (a dead peer ends that wait at once).
   void close() {
-    if (sent_close_ || !fd_) return;
+    if (sent_close_ || !wfd_) return;
     sent_close_ = true;
     const detail::frame_header h{0, detail::frame_close};
     write_all(&h, sizeof h, std::nullopt, {});  // a dead peer needs no goodbye
-    ::shutdown(fd_.get(), SHUT_WR);
+    wfd_.reset();
   }
-  /// @return the socket (pass it to a child with ptk::command::pass_fd).
-  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  /// @return the descriptor this endpoint receives from (a pipe's read end).
+  [[nodiscard]] int read_fd() const noexcept { return rfd_.get(); }
+  /// @return the descriptor this endpoint sends to (a pipe's write end), or -1 after
+  ///         close().
+  [[nodiscard]] int write_fd() const noexcept { return wfd_.get(); }
   /// @return the options this endpoint enforces.
   [[nodiscard]] const pipe_options& options() const noexcept { return options_; }
   /// @return whether a complete message is already buffered (try_recv would not read).
@@ -201,17 +296,28 @@ class pipe {
 
   bool arm_recv(detail::recv_wait& w) const {
     if (has_buffered_message() || eof_ || !broken_.empty()) return false;
-    w.fd = fd_.get();
+    w.fd = rfd_.get();
     return true;
   }
   void disarm_recv() noexcept {}
 
-  pipe(detail::unique_fd fd, const pipe_options& options) : fd_(std::move(fd)), options_(options) {}
+  pipe(detail::unique_fd r, detail::unique_fd w, const pipe_options& options)
+      : rfd_(std::move(r)), wfd_(std::move(w)), options_(options) {
+    // Writes never block (a full pipe is waited for with poll); reads block when a
+    // receive may wait for ever, and use RWF_NOWAIT otherwise.
+    const int fl = detail::check(::fcntl(wfd_.get(), F_GETFL), "fcntl F_GETFL");
+    detail::check(::fcntl(wfd_.get(), F_SETFL, fl | O_NONBLOCK), "fcntl F_SETFL");
+    const int rl = detail::check(::fcntl(rfd_.get(), F_GETFL), "fcntl F_GETFL");
+    if ((rl & O_NONBLOCK) != 0) {
+      detail::check(::fcntl(rfd_.get(), F_SETFL, rl & ~O_NONBLOCK), "fcntl F_SETFL");
+    }
+    detail::shield_sigpipe();
+  }
 
   enum class io { done, would_block, timeout, cancelled, lost };
 
-  // Waits for `events` on the socket until the deadline or a stop request.
-  io wait_fd(short events, std::optional<std::chrono::steady_clock::time_point> deadline,
+  // Waits for `events` on `fd` until the deadline or a stop request.
+  io wait_fd(int fd, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
              std::stop_token& stop) {
     if (stop.stop_possible() && !wake_) {
       wake_ = detail::unique_fd(detail::check(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
@@ -233,7 +339,7 @@ class pipe {
         if (left <= std::chrono::steady_clock::duration::zero()) return io::timeout;
         ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
       }
-      pollfd p[2] = {{fd_.get(), events, 0}, {wake_ ? wake_.get() : -1, POLLIN, 0}};
+      pollfd p[2] = {{fd, events, 0}, {wake_ ? wake_.get() : -1, POLLIN, 0}};
       const int r = ::poll(p, 2, ms);
       if (r == -1 && errno != EINTR) throw_os_error(errno, "ptk::pipe: poll");
       if (r > 0 && p[0].revents != 0) return io::done;
@@ -252,7 +358,7 @@ class pipe {
     const auto* p = static_cast<const std::byte*>(data);
     bool started = false;
     while (n > 0) {
-      const ssize_t w = ::send(fd_.get(), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      const ssize_t w = detail::pipe_write(wfd_.get(), p, n);
       if (w >= 0) {
         started = true;
         p += w;
@@ -260,12 +366,12 @@ class pipe {
         continue;
       }
       if (errno == EINTR) continue;
-      if (errno == EPIPE || errno == ECONNRESET) return io::lost;
-      if (errno != EAGAIN) throw_os_error(errno, "ptk::pipe: send");
+      if (errno == EPIPE) return io::lost;
+      if (errno != EAGAIN) throw_os_error(errno, "ptk::pipe: write");
       if (!may_wait && !started) return io::would_block;
       std::stop_token none;
-      const io r =
-          started ? wait_fd(POLLOUT, std::nullopt, none) : wait_fd(POLLOUT, deadline, stop);
+      const io r = started ? wait_fd(wfd_.get(), POLLOUT, std::nullopt, none)
+                           : wait_fd(wfd_.get(), POLLOUT, deadline, stop);
       if (r != io::done) return r;
     }
     return io::done;
@@ -330,7 +436,7 @@ class pipe {
     if (!broken_.empty()) throw channel_error(broken_);
   }
 
-  // Reads what the socket has (at least one byte unless it would block).
+  // Reads what the pipe has (at least one byte unless it would block).
   io fill(std::optional<std::chrono::steady_clock::time_point> deadline, std::stop_token& stop,
           bool may_wait) {
     if (rpos_ == rend_) rpos_ = rend_ = 0;
@@ -347,18 +453,20 @@ class pipe {
     }
     if (rbuf_.size() < rpos_ + want) rbuf_.resize(rpos_ + want);
     for (;;) {
-      const int flags = (may_wait && !deadline && !stop.stop_possible()) ? 0 : MSG_DONTWAIT;
-      const ssize_t r = ::recv(fd_.get(), rbuf_.data() + rend_, rbuf_.size() - rend_, flags);
+      const bool block = may_wait && !deadline && !stop.stop_possible();
+      void* into = rbuf_.data() + rend_;
+      const std::size_t room = rbuf_.size() - rend_;
+      const ssize_t r =
+          block ? ::read(rfd_.get(), into, room) : detail::read_nowait(rfd_.get(), into, room);
       if (r > 0) {
         rend_ += static_cast<std::size_t>(r);
         return io::done;
       }
-      if (r == 0) return io::lost;  // end of stream
+      if (r == 0) return io::lost;  // end of stream: every writer is gone
       if (errno == EINTR) continue;
-      if (errno == ECONNRESET) return io::lost;
-      if (errno != EAGAIN) throw_os_error(errno, "ptk::pipe: recv");
+      if (errno != EAGAIN) throw_os_error(errno, "ptk::pipe: read");
       if (!may_wait) return io::would_block;
-      const io w = wait_fd(POLLIN, deadline, stop);
+      const io w = wait_fd(rfd_.get(), POLLIN, deadline, stop);
       if (w != io::done) return w;
     }
   }
@@ -395,7 +503,8 @@ class pipe {
     }
   }
 
-  detail::unique_fd fd_;
+  detail::unique_fd rfd_;  // read end of the pipe from the peer
+  detail::unique_fd wfd_;  // write end of the pipe to the peer; closed by close()
   pipe_options options_;
   detail::unique_fd wake_;  // eventfd that a stop request writes to, made on first use
   std::vector<std::byte> wbuf_;
