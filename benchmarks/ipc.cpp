@@ -294,6 +294,45 @@ void BM_bandwidth_1m_ptk_loan(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(mib));
 }
 
+// The floor for the loan row: the same two copies through shared memory with no
+// channel at all (two page-aligned buffers, a published count and an acknowledged
+// count, both sides spinning). Each 1 MiB crosses cores through the shared cache,
+// so this runs at about half a single-thread memcpy on its own.
+void BM_bandwidth_1m_raw_two_buffers(benchmark::State& state) {
+  struct counts {
+    alignas(64) std::atomic<std::uint64_t> published{0};
+    alignas(64) std::atomic<std::uint64_t> consumed{0};
+    alignas(64) std::atomic<bool> stop{false};
+  };
+  constexpr std::size_t stride = mib + 4096;
+  const std::size_t bytes = 4096 + 2 * stride;
+  void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* c = new (m) counts{};
+  std::byte* buffers = static_cast<std::byte*>(m) + 4096;
+  std::vector<std::byte> src(mib, std::byte{1}), dst(mib);
+  const pid_t child = fork_peer([&] {
+    for (std::uint64_t i = 0;; ++i) {
+      while (i - c->consumed.load(std::memory_order_acquire) >= 2) {
+        if (c->stop.load(std::memory_order_relaxed)) return;
+        ptk::detail::cpu_relax();
+      }
+      std::memcpy(buffers + (i % 2) * stride, src.data(), mib);
+      c->published.store(i + 1, std::memory_order_release);
+    }
+  });
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    while (c->published.load(std::memory_order_acquire) <= i) ptk::detail::cpu_relax();
+    std::memcpy(dst.data(), buffers + (i % 2) * stride, mib);
+    benchmark::DoNotOptimize(dst.data());
+    c->consumed.store(++i, std::memory_order_release);
+  }
+  c->stop.store(true);
+  reap(child);
+  ::munmap(m, bytes);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(mib));
+}
+
 void BM_bandwidth_1m_memcpy(benchmark::State& state) {
   std::vector<std::byte> src(mib, std::byte{1}), dst(mib);
   for (auto _ : state) {
@@ -606,6 +645,10 @@ BENCHMARK(BM_bandwidth_4k_ptk)->Name("BM_xproc_4KiB_messages/ptk_shm_ring")->Use
 BENCHMARK(BM_bandwidth_4k_socketpair)->Name("BM_xproc_4KiB_messages/socketpair")->UseRealTime();
 BENCHMARK(BM_bandwidth_1m_ptk_loan)
     ->Name("BM_1MiB_messages/ptk_shm_ring_loan_xproc")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_bandwidth_1m_raw_two_buffers)
+    ->Name("BM_1MiB_messages/raw_shm_two_buffers_floor")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_bandwidth_1m_memcpy)
