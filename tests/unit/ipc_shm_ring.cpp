@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <stop_token>
 #include <string>
@@ -281,6 +284,67 @@ TEST_CASE("shm_ring: a sender blocked on a full ring learns its consumer died", 
   CHECK(ring.send_for(5, 30s) == channel_status::peer_lost);
   ::waitpid(child, nullptr, 0);
 }
+
+// Under TSan the death alarm is off (see peer_watch::cover): sleeps keep a timer.
+#if !defined(PTK_TSAN)
+namespace {
+// Whether thread `tid` sleeps in futex(2) with no timeout (the fourth argument in
+// /proc/.../syscall is the timeout pointer): a sleep no timer ends.
+bool sleeps_without_timer(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  std::string nr, addr, op, val, timeout;
+  f >> nr >> addr >> op >> val >> timeout;
+  return nr == std::to_string(SYS_futex) && timeout == "0x0";
+}
+
+// A child that sends one message on anonymous ring `ring`, then waits to be killed
+// (or dies with its parent, so a failing test leaves no orphan behind).
+pid_t producer_that_stays(ptk::shm_ring<int>& ring) {
+  const pid_t parent = ::getpid();
+  return fork_child([&ring, parent] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) return 1;
+    if (ring.send(1) != channel_status::ok) return 1;
+    for (;;) ::pause();
+  });
+}
+
+// A thread receiving from `ring` with no deadline sleeps untimed until `child`
+// (its producer) is SIGKILLed; the receive then reports peer_lost. 0 when all held.
+int death_wakes_untimed_sleeper(ptk::shm_ring<int>& ring, pid_t child) {
+  if (!ring.recv().has_value()) return 1;  // the producer is attached and known
+  std::atomic<pid_t> tid{0};
+  std::atomic<channel_status> result{channel_status::ok};
+  std::thread rx([&] {
+    tid = gettid_now();
+    result = ring.recv().status();
+  });
+  const bool untimed = eventually([&] { return tid != 0 && sleeps_without_timer(tid); });
+  ::kill(child, SIGKILL);
+  rx.join();
+  ::waitpid(child, nullptr, 0);
+  if (!untimed) return 2;
+  return result == channel_status::peer_lost ? 0 : 3;
+}
+}  // namespace
+
+TEST_CASE("shm_ring: a receiver sleeps with no timer; its producer's death wakes it",
+          "[ipc][shm_ring]") {
+  auto ring = ptk::shm_ring<int>::anonymous(16);
+  CHECK(death_wakes_untimed_sleeper(ring, producer_that_stays(ring)) == 0);
+}
+
+TEST_CASE("shm_ring: a forked child's sleeps are woken by its own death alarm", "[ipc][shm_ring]") {
+  // The parent arms its alarm thread first; the child inherits none of it running.
+  auto first = ptk::shm_ring<int>::anonymous(16);
+  CHECK(death_wakes_untimed_sleeper(first, producer_that_stays(first)) == 0);
+  const pid_t child = fork_child([] {
+    auto ring = ptk::shm_ring<int>::anonymous(16);
+    return death_wakes_untimed_sleeper(ring, producer_that_stays(ring));
+  });
+  CHECK(wait_exit_code(child) == 0);
+}
+#endif
 
 TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][shm_ring]") {
   const shm_name name;

@@ -9,6 +9,7 @@
 
 #include <ptk/config.hpp>
 #include <ptk/detail/atomic.hpp>
+#include <ptk/detail/death_alarm.hpp>
 #include <ptk/detail/futex.hpp>
 #include <ptk/detail/syscall.hpp>
 #include <ptk/detail/unique_fd.hpp>
@@ -29,10 +30,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace ptk::detail {
 
@@ -225,15 +228,34 @@ inline constexpr std::chrono::milliseconds liveness_period{100};
 /// seen at once.
 class peer_watch {
  public:
+  peer_watch() = default;
+  /// Moves a watch (its alarm, if any, goes along).
+  peer_watch(peer_watch&&) noexcept = default;
+  peer_watch& operator=(peer_watch&&) = delete;
+  peer_watch(const peer_watch&) = delete;
+  peer_watch& operator=(const peer_watch&) = delete;
+  ~peer_watch() { disarm(); }
+
+  /// @param pid the peer's pid as read from its role slot.
+  /// @param what names the channel in an error: a string, or a callable giving one
+  ///        (so the wait path builds no string unless it throws).
   /// @return true when the peer left or died; false when alive or not attached yet.
-  bool lost(std::int32_t pid, const std::string& what) {
+  template <class What>
+  bool lost(std::int32_t pid, const What& what) {
     if (pid == 0) return false;
     if (pid == departed) return true;
     if (pid < 0 || pid > pid_limit) {
-      throw channel_error(what + ": corrupt peer id " + std::to_string(pid) + " in shared memory");
+      std::string name;
+      if constexpr (std::is_invocable_v<const What&>) {
+        name = what();
+      } else {
+        name = what;
+      }
+      throw channel_error(name + ": corrupt peer id " + std::to_string(pid) + " in shared memory");
     }
     if (static_cast<std::uint32_t>(pid) == this_ids().pid) return false;
     if (pid != pid_) {
+      disarm();
       pid_ = pid;
       next_probe_ = {};
       const int fd = pidfd_open(pid);
@@ -252,6 +274,7 @@ class peer_watch {
       }
     }
     if (dead_) return true;
+    if (alarm_ && alarm_->fired.load(std::memory_order_acquire)) return dead_ = true;
     const auto now = std::chrono::steady_clock::now();
     if (now < next_probe_) return false;
     next_probe_ = now + liveness_period;
@@ -264,11 +287,40 @@ class peer_watch {
     return dead_;
   }
 
+  /// Makes sure the peer last seen by lost() wakes `flag` when it exits (see
+  /// death_alarm). @return whether a sleep on `flag` may go without a timeout: the
+  /// alarm is armed, or the peer is this very process (which wakes on leaving).
+  /// Under TSan, which kills a forked child of a threaded process that starts a
+  /// thread, no alarm is armed and sleeps keep their liveness timeout.
+  bool cover(std::int32_t pid, futex_word& flag) {
+    const std::uint32_t me = this_ids().pid;
+    if (pid > 0 && static_cast<std::uint32_t>(pid) == me) return true;
+#if defined(PTK_TSAN)
+    (void)flag;
+    return false;
+#else
+    if (pid <= 0 || pid != pid_ || dead_ || !pidfd_) return false;
+    if (alarm_ && alarm_pid_ == me && alarm_->flag == &flag) return true;
+    disarm();
+    alarm_ = death_alarm::instance(me).arm(pidfd_.get(), flag);
+    alarm_pid_ = me;
+    return alarm_ != nullptr;
+#endif
+  }
+
  private:
+  void disarm() noexcept {
+    // An alarm armed before a fork belongs to the parent's alarm thread: leave it.
+    if (alarm_ && alarm_pid_ == this_ids().pid) death_alarm::instance(alarm_pid_).disarm(*alarm_);
+    alarm_.reset();
+  }
+
   std::int32_t pid_ = 0;
   unique_fd pidfd_;
   bool dead_ = false;
   std::chrono::steady_clock::time_point next_probe_{};
+  std::shared_ptr<death_alarm::entry> alarm_;  // wakes our sleeps when the peer exits
+  std::uint32_t alarm_pid_ = 0;                // the process that armed it
 };
 
 /// Claims a role slot for this process: free, departed and dead holders may be
@@ -366,9 +418,11 @@ inline void publish_and_wake(futex_word& sleeping, std::atomic<std::uint32_t>& a
 
 /// Spins, then sleeps on `flag` until `ready()` holds. Returns ok (re-check and
 /// retry the operation), timeout, cancelled, or peer_lost when `lost()` says so
-/// while not ready. `deadline` nullopt waits forever.
-template <class Ready, class Lost>
-channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
+/// while not ready. `deadline` nullopt waits forever. `covered()`, asked before each
+/// sleep, says whether the peer's exit will wake `flag` (peer_watch::cover): then
+/// the sleep needs no liveness timeout.
+template <class Ready, class Lost, class Covered>
+channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost, Covered&& covered,
                                 std::optional<std::chrono::steady_clock::time_point> deadline,
                                 std::stop_token stop, int spin = spin_rounds,
                                 const std::atomic<std::uint32_t>* peer_fenced = nullptr) {
@@ -386,10 +440,22 @@ channel_status wait_until_ready(futex_word& flag, Ready&& ready, Lost&& lost,
     if (probe && lost()) return ready() ? channel_status::ok : channel_status::peer_lost;
     const auto now = std::chrono::steady_clock::now();
     if (deadline && now >= *deadline) return channel_status::timeout;
+    const bool alarmed = covered();
     flag.store(1, std::memory_order_relaxed);
     sleeper_fence(peer_fenced);
     if (ready() || stop.stop_requested()) {
       flag.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    if (alarmed) {
+      // The alarm (or the peer's own leaving) wakes us: look at the peer after
+      // every wake-up, which costs nothing until the alarm has fired.
+      if (deadline) {
+        futex_wait_until(flag, 1, *deadline);
+      } else {
+        futex_wait(flag, 1);
+      }
+      probe = true;
       continue;
     }
     auto until = now + liveness_period;

@@ -413,7 +413,7 @@ class queue {
     }
     for (auto& slot : table) {
       std::int32_t cur = slot.load(std::memory_order_acquire);
-      if ((cur == 0 || w.lost(cur, describe(seg_))) &&
+      if ((cur == 0 || w.lost(cur, [this] { return describe(seg_); })) &&
           slot.compare_exchange_strong(cur, me, std::memory_order_acq_rel)) {
         done = true;
         return;
@@ -430,7 +430,7 @@ class queue {
       if (pid == 0) continue;
       any = true;
       detail::peer_watch w;
-      if (!w.lost(pid, describe(seg_))) return false;
+      if (!w.lost(pid, [this] { return describe(seg_); })) return false;
     }
     return any;
   }
@@ -458,7 +458,7 @@ class queue {
     const std::int32_t pid = detail::queue_slot::claimant(w);
     if (pid == 0) return true;  // a claim without a claimant: nobody will finish it
     detail::peer_watch watch;
-    return watch.lost(pid, describe(seg_));
+    return watch.lost(pid, [this] { return describe(seg_); });
   }
 
   // ---- operations ----

@@ -77,7 +77,9 @@ inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
 /// the other side pay for a wake-up. Every blocking call takes a timeout and/or a
 /// std::stop_token. If the other process dies, even half-way through writing a
 /// message, the survivor drains every message that was complete and then gets
-/// channel_status::peer_lost (noticed within about 100 ms while sleeping).
+/// channel_status::peer_lost. A sleeping side is woken by the peer's exit itself
+/// (ptk keeps one thread per process that watches peers' pidfds), so its sleep
+/// arms no timer; where pidfds are missing it looks every 100 ms instead.
 ///
 /// Everything read from the segment is checked: a corrupt header or index is a
 /// ptk::channel_error, never a wild read.
@@ -607,7 +609,7 @@ class shm_ring {
   bool consumer_lost() {
     // The producer only learns about a dead consumer when it has to wait.
     return c_peer_for_producer_.lost(ctl_->consumer.load(std::memory_order_acquire),
-                                     describe(seg_));
+                                     [this] { return describe(seg_); });
   }
 
   template <class Try>
@@ -620,7 +622,12 @@ class shm_ring {
       if (attempt()) return channel_status::ok;
       const auto st = detail::wait_until_ready(
           ctl_->producer_sleeping, [&] { return closed_now() || place(bytes).has_value(); },
-          [&] { return consumer_lost(); }, deadline, stop, spin_, &ctl_->consumer_fenced);
+          [&] { return consumer_lost(); },
+          [&] {
+            return c_peer_for_producer_.cover(ctl_->consumer.load(std::memory_order_acquire),
+                                              ctl_->producer_sleeping);
+          },
+          deadline, stop, spin_, &ctl_->consumer_fenced);
       if (st != channel_status::ok) return st;
     }
   }
@@ -688,7 +695,8 @@ class shm_ring {
   }
 
   bool producer_lost() {
-    return c_.peer.lost(ctl_->producer.load(std::memory_order_acquire), describe(seg_));
+    return c_.peer.lost(ctl_->producer.load(std::memory_order_acquire),
+                        [this] { return describe(seg_); });
   }
   // try_peek on an empty ring: a departed producer is seen at once; a dead one is
   // probed at most every liveness period (a pidfd poll is a system call).
@@ -714,7 +722,12 @@ class shm_ring {
       const auto st = detail::wait_until_ready(
           ctl_->consumer_sleeping,
           [&] { return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head; },
-          [&] { return producer_lost(); }, deadline, stop, spin_, &ctl_->producer_fenced);
+          [&] { return producer_lost(); },
+          [&] {
+            return c_.peer.cover(ctl_->producer.load(std::memory_order_acquire),
+                                 ctl_->consumer_sleeping);
+          },
+          deadline, stop, spin_, &ctl_->producer_fenced);
       if (st != channel_status::ok) {
         if (auto v = front()) return std::move(*v);  // completed just before it died
         return view(st);
