@@ -20,19 +20,21 @@
 namespace ptk::detail {
 
 /// Reads a whole /proc file. Any failure becomes ptk's system_error with `what` as
-/// the attempted action (the path alone would not tell the user which thread).
+/// the attempted action (the path alone would not tell the user which thread). A
+/// task that exits between the open and the read fails with ESRCH; that is reported
+/// as ENOENT, the same "no such process or thread" as a task already gone.
 inline std::string read_proc_file(const std::string& path, const std::string& what) {
   unique_fd fd;
   try {
     fd = open_fd(path.c_str(), O_RDONLY);
   } catch (const std::system_error& e) {
-    throw_os_error(e.code().value(), what);
+    throw_os_error(e.code().value() == ESRCH ? ENOENT : e.code().value(), what);
   }
   std::string text;
   char buf[1024];
   for (;;) {
     const ssize_t n = retry_on_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
-    if (n == -1) throw_last_os_error(what);
+    if (n == -1) throw_os_error(errno == ESRCH ? ENOENT : errno, what);
     if (n == 0) return text;
     text.append(buf, static_cast<std::size_t>(n));
   }

@@ -60,8 +60,7 @@ static_assert(sizeof(frame_header) == 8, "frames start with an 8-byte header");
 // The flag is initial-exec TLS so the handler reads it without allocating.
 
 /// Set while this thread is inside a ptk::pipe write.
-__attribute__((
-    tls_model("initial-exec"))) inline thread_local volatile std::sig_atomic_t in_pipe_write = 0;
+inline thread_local volatile std::sig_atomic_t in_pipe_write [[gnu::tls_model("initial-exec")]] = 0;
 
 inline void pipe_sigpipe_handler(int) noexcept {
   if (in_pipe_write != 0) return;  // ours: the write reports EPIPE
