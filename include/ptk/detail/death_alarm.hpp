@@ -14,7 +14,6 @@
 
 #include <ptk/config.hpp>
 #include <ptk/detail/futex.hpp>
-#include <ptk/detail/syscall.hpp>
 #include <ptk/detail/unique_fd.hpp>
 
 #include <sys/epoll.h>
@@ -90,9 +89,6 @@ class death_alarm {
     const std::lock_guard lock(mutex_);
     if (entries_.erase(e.id) != 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.pidfd, nullptr);
   }
-
-  /// @return the process this instance serves.
-  [[nodiscard]] std::uint32_t owner() const noexcept { return owner_; }
 
  private:
   explicit death_alarm(std::uint32_t pid) noexcept : owner_(pid) {}
