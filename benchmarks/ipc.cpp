@@ -63,7 +63,10 @@ constexpr std::uint64_t spsc_items = 1 << 20;
 template <class Push, class Pop>
 void spsc_run(benchmark::State& state, Push push, Pop pop) {
   for (auto _ : state) {
-    std::thread producer([&] {
+    // The producer works on its own copy of `push` (which refers to the queue): read
+    // through a reference, it would share a cache line with the consumer's loop
+    // counters on this stack and measure false sharing, not the queue.
+    std::thread producer([push]() mutable {
       for (std::uint64_t i = 0; i < spsc_items;) {
         if (push(i)) {
           ++i;
