@@ -158,6 +158,91 @@ TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]") {
   CHECK(ring.try_recv().status() == channel_status::empty);
 }
 
+TEST_CASE("shm_ring of small slots between threads: capacity is a floor, with a line's slack",
+          "[ipc][shm_ring]") {
+  // 8-byte slots, 8 to a cache line: the consumer may publish its head a line at a
+  // time, so up to 7 messages beyond capacity() fit; never fewer than capacity().
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  REQUIRE(ring.capacity() == 256);
+  std::uint64_t sent = 0;
+  while (ring.try_send(sent) == channel_status::ok) ++sent;
+  CHECK(sent >= 256);
+  CHECK(sent <= 256 + 7);
+
+  // Whatever was accepted, a blocked sender gets in as soon as fewer than capacity()
+  // messages are queued, even when the consumer stops in the middle of a line.
+  std::atomic<channel_status> result{channel_status::full};
+  std::atomic<pid_t> tid{0};
+  std::thread blocked([&] {
+    tid = gettid_now();
+    result = ring.send(sent);
+  });
+  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  std::uint64_t expect = 0;
+  for (; expect < sent - 256 + 1; ++expect) {
+    auto v = ring.recv();
+    REQUIRE(v);
+    CHECK(*v == expect);
+  }
+  REQUIRE(eventually([&] { return result.load() != channel_status::full; }));
+  blocked.join();
+  CHECK(result == channel_status::ok);
+  for (; expect <= sent; ++expect) {
+    auto v = ring.try_recv();
+    REQUIRE(v);
+    CHECK(*v == expect);
+  }
+  CHECK(ring.try_recv().status() == channel_status::empty);
+}
+
+TEST_CASE("shm_ring: a consumer's successor starts after the last message received",
+          "[ipc][shm_ring]") {
+  const shm_name name;
+  auto tx = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(tx.send(i) == channel_status::ok);
+  {
+    auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+    // Past one line boundary (where the head is published) and stopped mid-line.
+    for (std::uint64_t i = 0; i < 11; ++i) CHECK(*rx.recv() == i);
+  }
+  auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+  for (std::uint64_t i = 11; i < 20; ++i) CHECK(*rx.recv() == i);
+  CHECK(rx.try_recv().status() == channel_status::empty);
+}
+
+TEST_CASE("shm_ring across processes: capacity is exact and the head is freed per message",
+          "[ipc][shm_ring]") {
+  const shm_name name;
+  auto rx = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  REQUIRE(rx.try_recv().status() == channel_status::empty);  // the parent consumes
+  auto ack = ptk::shm_ring<std::uint64_t>::anonymous(4);     // child to parent
+  auto go = ptk::shm_ring<std::uint64_t>::anonymous(4);      // parent to child
+  const pid_t child = fork_child([&] {
+    auto tx = ptk::shm_ring<std::uint64_t>::open(name.str());
+    std::uint64_t sent = 0;
+    while (tx.try_send(sent) == channel_status::ok) ++sent;
+    if (sent != 256) return 1;
+    if (ack.send(sent) != channel_status::ok) return 2;
+    // The 9 messages received by the parent (across a line boundary) free exactly
+    // 9 slots.
+    if (!go.recv()) return 3;
+    for (int i = 0; i < 9; ++i) {
+      if (tx.try_send(sent++) != channel_status::ok) return 4;
+    }
+    if (tx.try_send(sent) != channel_status::full) return 5;
+    return 0;
+  });
+  auto filled = ack.recv();
+  REQUIRE(filled);
+  CHECK(*filled == 256);
+  for (std::uint64_t i = 0; i < 9; ++i) CHECK(*rx.recv() == i);
+  REQUIRE(go.send(1) == channel_status::ok);
+  CHECK(wait_exit_code(child) == 0);
+  for (std::uint64_t i = 9; i < 265; ++i) CHECK(*rx.recv() == i);
+  CHECK(rx.try_recv().status() == channel_status::peer_lost);
+}
+
 TEST_CASE("shm_ring close: sends fail, receivers drain, then see closed", "[ipc][shm_ring]") {
   const shm_name name;
   auto tx = ptk::shm_ring<int>::create(name, 8);

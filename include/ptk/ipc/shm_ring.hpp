@@ -72,6 +72,13 @@ inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
 /// are length-prefixed records and the capacity counts bytes; one message may take
 /// up to half of it.
 ///
+/// Slots smaller than a cache line get spare slots (the segment holds the next
+/// power of two above capacity + 64/slot − 1), so a producer never writes the line
+/// the consumer is reading. When one process holds both roles and the ring has at
+/// least 16 lines of slots, the consumer frees slots a cache line at a time: such a
+/// ring accepts up to 64/slot − 1 messages beyond capacity() (7 for 8-byte
+/// messages), and always at least capacity().
+///
 /// Sending and receiving make no system call while the other side is awake: a
 /// waiting side spins briefly, then sleeps on a shared futex, and only then does
 /// the other side pay for a wake-up. Every blocking call takes a timeout and/or a
@@ -232,6 +239,7 @@ class shm_ring {
       wake(ctl_->consumer_sleeping);
     }
     if (c_.claimed) {
+      ctl_->head.store(c_.head, std::memory_order_release);  // exact, for a successor
       detail::leave_role(ctl_->consumer);
       wake(ctl_->producer_sleeping);
     }
@@ -388,7 +396,8 @@ class shm_ring {
   /// when the other side is slow to answer).
   /// @param rounds polls before sleeping.
   void set_spin(int rounds) noexcept { spin_ = rounds < 0 ? 0 : rounds; }
-  /// @return the capacity: messages for fixed-size T, bytes otherwise.
+  /// @return the capacity: messages for fixed-size T (see the class notes for
+  ///         rings of small slots between threads), bytes otherwise.
   [[nodiscard]] std::size_t capacity() const noexcept { return static_cast<std::size_t>(cap_); }
   /// @return the largest message, in encoded bytes.
   [[nodiscard]] std::size_t max_message_size() const noexcept {
@@ -450,8 +459,18 @@ class shm_ring {
     if constexpr (!fixed) cap = cap < 64 ? 64 : cap;
     return {cap, sizeof(detail::ring_control) + data_bytes(cap)};
   }
+  // Slots that share a cache line (a power of two; 1 for slots of a line or more).
+  static constexpr std::uint64_t line_slots =
+      fixed && slot_size < 64 ? std::bit_floor(64 / slot_size) : 1;
+  // The slots behind a capacity of `cap` messages. With at least line_slots - 1
+  // spare slots, a producer that keeps at most `cap` messages queued never writes
+  // into the cache line the consumer is reading: on a full ring the two sides then
+  // meet on the head index only, not on every message's line.
+  static std::uint64_t physical_slots(std::uint64_t cap) noexcept {
+    return line_slots > 1 ? std::bit_ceil(cap + line_slots - 1) : cap;
+  }
   static std::uint64_t data_bytes(std::uint64_t cap) noexcept {
-    return fixed ? cap * slot_size : cap;
+    return fixed ? physical_slots(cap) * slot_size : cap;
   }
   static detail::segment_info expected(std::uint64_t cap, std::size_t total) {
     std::uint64_t elem = 0;
@@ -481,7 +500,11 @@ class shm_ring {
       }
     }
     cap_ = cap;
-    mask_ = cap - 1;
+    if constexpr (fixed) {
+      mask_ = physical_slots(cap) - 1;
+    } else {
+      mask_ = cap - 1;
+    }
     data_ = seg_.data() + sizeof(detail::ring_control);
   }
 
@@ -498,6 +521,7 @@ class shm_ring {
     detail::wake_rate rate;        // see publish_and_wake
     std::uint64_t head = 0;        // next position to read (our copy)
     std::uint64_t tail_cache = 0;  // last tail seen
+    bool lazy = false;             // publish the head a line at a time (see consume)
     detail::peer_watch peer;       // the producer
     std::chrono::steady_clock::time_point next_probe{};
   };
@@ -514,7 +538,7 @@ class shm_ring {
     p_.rate.fenced = ctl_->producer_fenced.load(std::memory_order_acquire) != 0;
     p_.tail = ctl_->tail.load(std::memory_order_acquire);
     p_.head_cache = ctl_->head.load(std::memory_order_acquire);
-    if (p_.tail - p_.head_cache > cap_) corrupt("tail and head too far apart");
+    if (p_.tail - p_.head_cache > cap_ + lag_slots) corrupt("tail and head too far apart");
   }
   void claim_consumer() {
     if (c_.claimed) return;
@@ -529,12 +553,23 @@ class shm_ring {
 
   static void wake(detail::futex_word& flag) noexcept { detail::wake_sleeper(flag); }
 
+  // The slots a lazily published head may lag behind the consumer (see consume()).
+  static constexpr std::uint64_t lag_slots = line_slots - 1;
+  // Whether the consumer may publish its head lazily: one process holds both roles,
+  // and the ring is large enough (16 lines or more) that the lag is a small part of it.
+  bool head_may_lag() const noexcept {
+    return lag_slots != 0 && cap_ >= 16 * line_slots &&
+           ctl_->producer.load(std::memory_order_relaxed) ==
+               ctl_->consumer.load(std::memory_order_relaxed);
+  }
+
   // Room for `n` positions (slots or bytes) starting at p_.tail.
   bool has_room(std::uint64_t n) {
     if (p_.tail + n - p_.head_cache <= cap_) return true;
     p_.head_cache = ctl_->head.load(std::memory_order_acquire);
-    if (p_.tail - p_.head_cache > cap_) corrupt("head ahead of tail");
-    return p_.tail + n - p_.head_cache <= cap_;
+    if (p_.tail - p_.head_cache > cap_ + lag_slots) corrupt("head ahead of tail");
+    const std::uint64_t limit = head_may_lag() ? cap_ + lag_slots : cap_;
+    return p_.tail + n - p_.head_cache <= limit;
   }
 
   // Where a record of `bytes` payload goes: returns the position of its header
@@ -654,7 +689,7 @@ class shm_ring {
   // Reloads the producer's tail; true when there is something at the head now.
   bool refresh_tail() {
     c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
-    if (c_.tail_cache - c_.head > cap_) corrupt("tail and head too far apart");
+    if (c_.tail_cache - c_.head > cap_ + lag_slots) corrupt("tail and head too far apart");
     return c_.head != c_.tail_cache;
   }
 
@@ -663,7 +698,7 @@ class shm_ring {
     for (;;) {
       if (c_.head == c_.tail_cache) {
         c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
-        if (c_.tail_cache - c_.head > cap_) corrupt("tail and head too far apart");
+        if (c_.tail_cache - c_.head > cap_ + lag_slots) corrupt("tail and head too far apart");
         if (c_.head == c_.tail_cache) return std::nullopt;
       }
       if constexpr (fixed) {
@@ -688,8 +723,25 @@ class shm_ring {
     }
   }
 
+  // Frees the consumed positions. Between threads of one process, a fixed ring of
+  // at least 16 lines of small slots publishes its head only when it enters a new
+  // cache line (or when the producer sleeps): a producer polling a full ring then
+  // takes the head's line once per line of messages instead of once per message.
+  // The published head lags by fewer than line_slots, and the producer allows for it
+  // (has_room), so such a ring holds from capacity() to capacity() + line_slots - 1
+  // messages. Across processes the head is exact after every message: a successor
+  // taking over a dead consumer's role must not receive a message twice. (A
+  // producer that leaves mid-line and a successor in another process see a head
+  // that lags: that only makes the successor wait for a little more room.)
   void consume(std::uint64_t next) noexcept {
     c_.head = next;
+    if constexpr (lag_slots != 0) {
+      if ((next & lag_slots) != 0) {
+        if (c_.lazy && ctl_->producer_sleeping.load(std::memory_order_relaxed) == 0) return;
+      } else {
+        c_.lazy = head_may_lag();  // looked at once a line: roles change rarely
+      }
+    }
     ctl_->head.store(next, std::memory_order_release);
     detail::publish_and_wake(ctl_->producer_sleeping, ctl_->consumer_fenced, c_.rate, next);
   }
@@ -704,6 +756,7 @@ class shm_ring {
     const auto pid = ctl_->producer.load(std::memory_order_acquire);
     if (pid == 0) return false;
     if (pid == detail::departed) return true;
+    if (pid == ctl_->consumer.load(std::memory_order_relaxed)) return false;  // ourselves
     const auto now = std::chrono::steady_clock::now();
     if (now < c_.next_probe) return false;
     c_.next_probe = now + detail::liveness_period;
