@@ -554,3 +554,57 @@ TEST_CASE("shm_ring: a partner that sleeps on every message switches the publish
       raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
   CHECK(announced->load() == 1);  // the echo thread slept after (nearly) every message
 }
+
+TEST_CASE("shm_ring: a fenced publisher whose partner stops sleeping goes back to light fences",
+          "[ipc][shm_ring]") {
+  const shm_name ping_name, pong_name;
+  auto ping = ptk::shm_ring<int>::create(ping_name, 16);
+  auto pong = ptk::shm_ring<int>::create(pong_name, 16);
+  ping.set_spin(0);
+  pong.set_spin(0);
+  auto raw = ptk::shared_memory::open(ping_name);
+  const auto* announced = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+      raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
+  // Lives across the rounds: a departed producer would be peer_lost for pong.
+  auto tx = ptk::shm_ring<int>::open(pong_name);
+  // An echo thread that sleeps before every message, until it receives -1.
+  const auto sleeping_echo_round = [&](int first) {
+    std::atomic<int> failures{0};
+    std::thread echo([&] {
+      auto rx = ptk::shm_ring<int>::open(ping_name);
+      rx.set_spin(0);
+      for (;;) {
+        auto v = rx.recv();
+        if (!v || *v == -1) return;
+        failures += tx.send(*v) != channel_status::ok;
+      }
+    });
+    for (int i = first; i < first + 2000; ++i) {
+      REQUIRE(ping.send(i) == channel_status::ok);
+      auto r = pong.recv_for(30s);  // a lost wake-up would show here as a timeout
+      REQUIRE(r);
+      REQUIRE(*r == i);
+    }
+    REQUIRE(ping.send(-1) == channel_status::ok);
+    echo.join();
+    CHECK(failures == 0);
+  };
+
+  sleeping_echo_round(0);
+  CHECK(announced->load() == 1);  // the partner slept after (nearly) every message
+
+  // The echo thread has left; this thread consumes what it sends, so nobody sleeps:
+  // after enough publishes that wake nobody, the producer withdraws its promise.
+  for (int i = 0; i < 20000; ++i) {
+    REQUIRE(ping.try_send(i) == channel_status::ok);
+    auto v = ping.try_recv();
+    REQUIRE(v);
+    REQUIRE(*v == i);
+  }
+  CHECK(announced->load() == 0);
+
+  // A sleeping partner again: every message still crosses, and the producer
+  // switches back to full fences.
+  sleeping_echo_round(100000);
+  CHECK(announced->load() == 1);
+}

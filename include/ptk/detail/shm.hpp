@@ -372,45 +372,72 @@ struct stop_waker {
 /// that has announced it fences every publish (it woke us often: its partner sleeps
 /// a lot) needs only a plain fence here; otherwise a membarrier makes the peer's
 /// compiler-only fence sufficient.
+///
+/// The peer may withdraw its announcement (publish_and_wake) while we fence. It
+/// withdraws with a store and a full fence, then publishes with compiler-only
+/// fences. So the announcement is read again after our fence: still there, the
+/// withdrawal is not visible yet, and every later publish of the peer checks our
+/// flag (already visible) after it; gone, we pay the membarrier after all.
 inline void sleeper_fence(const std::atomic<std::uint32_t>* peer_fenced) noexcept {
   if (peer_fenced != nullptr && peer_fenced->load(std::memory_order_acquire) != 0) {
     seq_cst_fence();
-  } else {
-    asymmetric_fence::heavy_side();
+    if (peer_fenced->load(std::memory_order_seq_cst) != 0) return;
   }
+  asymmetric_fence::heavy_side();
 }
 
 /// What a publishing side remembers to decide whether to fence fully.
 struct wake_rate {
-  bool fenced = false;             // full fence on every publish, for good
+  bool fenced = false;             // full fence on every publish
   std::uint32_t wakes = 0;         // wake-ups in the current window
   std::uint64_t window_start = 0;  // the position of the window's first wake-up
+  std::uint32_t quiet = 0;         // fenced: publishes since the last wake-up
 };
 
-/// The publisher's half: fence (fully once `rate.fenced`) and wake a flagged
+/// Publishes in a row without a wake-up after which a fenced publisher goes back
+/// to compiler-only fences.
+inline constexpr std::uint32_t fenced_quiet_publishes = 16384;
+
+/// The publisher's half: fence (fully while `rate.fenced`) and wake a flagged
 /// sleeper. When 64 wake-ups happen within 256 positions (the partner sleeps after
-/// nearly every message), switch to a full fence per publish for good and announce
-/// it in `announce`, so the sleeper stops paying for a membarrier (whose
-/// inter-processor interrupts cost tens of microseconds in a VM) on every sleep. A
-/// ring whose partner keeps up by spinning never switches: there a full fence would
-/// wait for the index's cache line to reach the other core on every message. Only
-/// wake-ups touch `rate`, so the busy path writes nothing extra.
+/// nearly every message), switch to a full fence per publish and announce it in
+/// `announce`, so the sleeper stops paying for a membarrier (whose inter-processor
+/// interrupts cost tens of microseconds in a VM) on every sleep. A ring whose
+/// partner keeps up by spinning does not switch: there a full fence would wait for
+/// the index's cache line to reach the other core on every message. A burst of
+/// sleeps (a slow start, a preempted partner) may switch it all the same, so a
+/// fenced publisher that wakes nobody for fenced_quiet_publishes publishes in a row
+/// withdraws the announcement and goes back (see sleeper_fence for why that is
+/// safe). Only wake-ups and fenced publishes touch `rate`, so the busy light path
+/// writes nothing extra.
 inline void publish_and_wake(futex_word& sleeping, std::atomic<std::uint32_t>& announce,
                              wake_rate& rate, std::uint64_t position) noexcept {
   if (rate.fenced) {
     seq_cst_fence();
-  } else {
-    asymmetric_fence::light_side();
+    if (sleeping.load(std::memory_order_relaxed) == 0) {
+      if (++rate.quiet == fenced_quiet_publishes) {
+        announce.store(0, std::memory_order_seq_cst);
+        seq_cst_fence();  // later publishes check the sleeper flag after the withdrawal
+        rate.fenced = false;
+        rate.wakes = 0;
+      }
+      return;
+    }
+    rate.quiet = 0;
+    sleeping.store(0, std::memory_order_relaxed);
+    futex_wake_all(sleeping);
+    return;
   }
+  asymmetric_fence::light_side();
   if (sleeping.load(std::memory_order_relaxed) == 0) return;
   sleeping.store(0, std::memory_order_relaxed);
   futex_wake_all(sleeping);
-  if (rate.fenced) return;
   if (rate.wakes++ == 0) rate.window_start = position;
   if (rate.wakes == 64) {
     if (position - rate.window_start < 256) {
       announce.store(1, std::memory_order_seq_cst);
       rate.fenced = true;
+      rate.quiet = 0;
     }
     rate.wakes = 0;
   }
