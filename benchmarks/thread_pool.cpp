@@ -29,6 +29,7 @@
 #include <cstring>
 #include <functional>
 #include <latch>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -330,15 +331,18 @@ void measure_wakeup(benchmark::State& state, const std::vector<pid_t>& tids, Pos
 std::vector<pid_t> tids_of(auto& run_on_each, unsigned n) {
   std::vector<pid_t> tids(n, 0);
   std::atomic<unsigned> seen{0};
-  std::latch all(static_cast<std::ptrdiff_t>(n));
+  // Shared with the tasks: the last one to arrive may still be inside
+  // arrive_and_wait() when this function has seen the count reach zero and
+  // returned (a latch on this stack hung a benchmark run that way).
+  const auto all = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(n));
   for (unsigned i = 0; i < n; ++i) {
-    run_on_each([&, i] {
+    run_on_each([&tids, &seen, all] {
       pin_self_to(1);
       tids[seen.fetch_add(1)] = static_cast<pid_t>(::gettid());
-      all.arrive_and_wait();  // keeps each worker busy until all have reported
+      all->arrive_and_wait();  // keeps each worker busy until all have reported
     });
   }
-  all.wait();
+  all->wait();
   return tids;
 }
 
