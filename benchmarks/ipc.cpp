@@ -640,6 +640,69 @@ void BM_pipe_roundtrip_interleaved(benchmark::State& state) {
   state.counters["peer:raw_pipe"] = median_of(raw_times);
 }
 
+// The sleeping round trips the same way: the ring pair with no spinning and the raw
+// futex ping-pong in alternating blocks within one loop, medians in nanoseconds.
+void BM_roundtrip_sleeping_interleaved(benchmark::State& state) {
+  constexpr int block = 50;
+  auto ping = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  auto pong = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  const pid_t ring_child = fork_peer([&] {
+    ping.set_spin(0);
+    pong.set_spin(0);
+    for (;;) {
+      auto v = ping.recv();
+      if (!v || *v == stop_word) return;
+      pong.send(*v);
+    }
+  });
+  ping.set_spin(0);
+  pong.set_spin(0);
+  shared_words* w = map_words();
+  const pid_t futex_child = fork_peer([&] {
+    std::uint32_t seen = 0;
+    for (;;) {
+      std::uint32_t v;
+      while ((v = w->fping.load(std::memory_order_acquire)) == seen)
+        ptk::detail::futex_wait(w->fping, seen);
+      if (v == 0xffffffffU) return;
+      seen = v;
+      w->fpong.store(v, std::memory_order_release);
+      ptk::detail::futex_wake(w->fpong);
+    }
+  });
+  std::vector<double> ring_times, futex_times;
+  std::uint64_t i = 0;
+  std::uint32_t j = 0;
+  for (auto _ : state) {
+    ring_times.push_back(time_ns([&] {
+                           for (int k = 0; k < block; ++k) {
+                             ping.send(++i);
+                             auto r = pong.recv();
+                             if (!r || *r != i) state.SkipWithError("lost a message");
+                           }
+                         }) /
+                         block);
+    futex_times.push_back(time_ns([&] {
+                            for (int k = 0; k < block; ++k) {
+                              w->fping.store(++j, std::memory_order_release);
+                              ptk::detail::futex_wake(w->fping);
+                              std::uint32_t v;
+                              while ((v = w->fpong.load(std::memory_order_acquire)) != j)
+                                ptk::detail::futex_wait(w->fpong, v);
+                            }
+                          }) /
+                          block);
+  }
+  ping.send(stop_word);
+  w->fping.store(0xffffffffU, std::memory_order_release);
+  ptk::detail::futex_wake(w->fping);
+  reap(ring_child);
+  reap(futex_child);
+  ::munmap(w, sizeof *w);
+  state.counters["metric"] = median_of(ring_times);
+  state.counters["peer:raw_futex"] = median_of(futex_times);
+}
+
 // For reference: a SOCK_STREAM socket pair, the transport of Python's duplex
 // multiprocessing.Pipe and of ptk::pipe before it moved to two kernel pipes (one
 // descriptor and MSG_NOSIGNAL, but a wake-up that costs about three pipe round trips).
@@ -739,6 +802,10 @@ BENCHMARK(BM_pipe_roundtrip_raw_socketpair)
     ->Name("BM_pipe_roundtrip/raw_socketpair")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_roundtrip_sleeping_interleaved)
+    ->Name("BM_xproc_roundtrip_sleeping_interleaved/ptk_shm_ring_no_spin")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_pipe_roundtrip_interleaved)
     ->Name("BM_pipe_roundtrip_interleaved/ptk_pipe")
     ->UseRealTime()
