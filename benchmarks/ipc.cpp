@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,32 +127,44 @@ void BM_spsc_boost(benchmark::State& state) {
 
 constexpr std::uint64_t stop_word = ~std::uint64_t{0};
 
-void ring_roundtrip(benchmark::State& state, int spin) {
-  auto ping = ptk::shm_ring<std::uint64_t>::anonymous(16);
-  auto pong = ptk::shm_ring<std::uint64_t>::anonymous(16);
-  const pid_t child = fork_peer([&] {
-    ping.set_spin(spin);
-    pong.set_spin(spin);
-    for (;;) {
-      auto v = ping.recv();
-      if (!v || *v == stop_word) return;
-      pong.send(*v);
-    }
-  });
-  ping.set_spin(spin);
-  pong.set_spin(spin);
-  std::uint64_t i = 0;
-  for (auto _ : state) {
-    ping.send(++i);
-    auto r = pong.recv();
-    if (!r || *r != i) state.SkipWithError("lost a message");
-  }
-  ping.send(stop_word);
-  reap(child);
-}
+// Each round-trip peer below is a child process echoing numbers back;
+// round_trip() sends the next number and waits for it to come back (false when
+// something else came back), and the destructor stops and reaps the child.
 
-void BM_roundtrip_ptk(benchmark::State& state) { ring_roundtrip(state, ptk::detail::spin_rounds); }
-void BM_roundtrip_sleep_ptk(benchmark::State& state) { ring_roundtrip(state, 0); }
+// A pair of shm_rings, ping and pong, polling `spin` times before sleeping.
+class ring_echo {
+ public:
+  explicit ring_echo(int spin) {
+    child_ = fork_peer([&] {
+      ping_.set_spin(spin);
+      pong_.set_spin(spin);
+      for (;;) {
+        auto v = ping_.recv();
+        if (!v || *v == stop_word) return;
+        pong_.send(*v);
+      }
+    });
+    ping_.set_spin(spin);
+    pong_.set_spin(spin);
+  }
+  ring_echo(const ring_echo&) = delete;
+  ring_echo& operator=(const ring_echo&) = delete;
+  ~ring_echo() {
+    ping_.send(stop_word);
+    reap(child_);
+  }
+  bool round_trip() {
+    ping_.send(++i_);
+    auto r = pong_.recv();
+    return r && *r == i_;
+  }
+
+ private:
+  ptk::shm_ring<std::uint64_t> ping_ = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  ptk::shm_ring<std::uint64_t> pong_ = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  pid_t child_ = -1;
+  std::uint64_t i_ = 0;
+};
 
 struct alignas(64) shared_words {
   alignas(64) std::atomic<std::uint64_t> ping;
@@ -160,60 +173,144 @@ struct alignas(64) shared_words {
   alignas(64) ptk::detail::futex_word fpong;
 };
 
-shared_words* map_words() {
-  void* p = ::mmap(nullptr, sizeof(shared_words), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  return new (p) shared_words{};
-}
-
-void BM_roundtrip_raw_spin(benchmark::State& state) {
-  shared_words* w = map_words();
-  const pid_t child = fork_peer([&] {
-    std::uint64_t seen = 0;
-    for (;;) {
-      std::uint64_t v;
-      while ((v = w->ping.load(std::memory_order_acquire)) == seen) ptk::detail::cpu_relax();
-      if (v == stop_word) return;
-      seen = v;
-      w->pong.store(v, std::memory_order_release);
-    }
-  });
-  std::uint64_t i = 0;
-  for (auto _ : state) {
-    w->ping.store(++i, std::memory_order_release);
-    while (w->pong.load(std::memory_order_acquire) != i) ptk::detail::cpu_relax();
+// Two words in shared memory, one for each direction: the floors.
+class words_echo {
+ public:
+  words_echo() {
+    void* p = ::mmap(nullptr, sizeof(shared_words), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    w_ = new (p) shared_words{};
   }
-  w->ping.store(stop_word, std::memory_order_release);
-  reap(child);
-  ::munmap(w, sizeof *w);
-}
+  words_echo(const words_echo&) = delete;
+  words_echo& operator=(const words_echo&) = delete;
+  ~words_echo() { ::munmap(w_, sizeof *w_); }
 
-void BM_roundtrip_raw_futex(benchmark::State& state) {
-  shared_words* w = map_words();
-  const pid_t child = fork_peer([&] {
-    std::uint32_t seen = 0;
-    for (;;) {
-      std::uint32_t v;
-      while ((v = w->fping.load(std::memory_order_acquire)) == seen)
-        ptk::detail::futex_wait(w->fping, seen);
-      if (v == 0xffffffffU) return;
-      seen = v;
-      w->fpong.store(v, std::memory_order_release);
-      ptk::detail::futex_wake(w->fpong);
-    }
-  });
-  std::uint32_t i = 0;
-  for (auto _ : state) {
-    w->fping.store(++i, std::memory_order_release);
-    ptk::detail::futex_wake(w->fping);
+ protected:
+  shared_words* w_ = nullptr;
+  pid_t child_ = -1;
+};
+
+// Both sides spin on the other's word: the floor of a polling round trip.
+class spin_echo : words_echo {
+ public:
+  spin_echo() {
+    child_ = fork_peer([w = w_] {
+      std::uint64_t seen = 0;
+      for (;;) {
+        std::uint64_t v;
+        while ((v = w->ping.load(std::memory_order_acquire)) == seen) ptk::detail::cpu_relax();
+        if (v == stop_word) return;
+        seen = v;
+        w->pong.store(v, std::memory_order_release);
+      }
+    });
+  }
+  ~spin_echo() {
+    w_->ping.store(stop_word, std::memory_order_release);
+    reap(child_);
+  }
+  bool round_trip() {
+    w_->ping.store(++i_, std::memory_order_release);
+    while (w_->pong.load(std::memory_order_acquire) != i_) ptk::detail::cpu_relax();
+    return true;
+  }
+
+ private:
+  std::uint64_t i_ = 0;
+};
+
+// Both sides sleep on a futex and wake the other every time: the floor of a
+// sleeping round trip.
+class futex_echo : words_echo {
+ public:
+  futex_echo() {
+    child_ = fork_peer([w = w_] {
+      std::uint32_t seen = 0;
+      for (;;) {
+        std::uint32_t v;
+        while ((v = w->fping.load(std::memory_order_acquire)) == seen)
+          ptk::detail::futex_wait(w->fping, seen);
+        if (v == 0xffffffffU) return;
+        seen = v;
+        w->fpong.store(v, std::memory_order_release);
+        ptk::detail::futex_wake(w->fpong);
+      }
+    });
+  }
+  ~futex_echo() {
+    w_->fping.store(0xffffffffU, std::memory_order_release);
+    ptk::detail::futex_wake(w_->fping);
+    reap(child_);
+  }
+  bool round_trip() {
+    w_->fping.store(++i_, std::memory_order_release);
+    ptk::detail::futex_wake(w_->fping);
     std::uint32_t v;
-    while ((v = w->fpong.load(std::memory_order_acquire)) != i)
-      ptk::detail::futex_wait(w->fpong, v);
+    while ((v = w_->fpong.load(std::memory_order_acquire)) != i_)
+      ptk::detail::futex_wait(w_->fpong, v);
+    return true;
   }
-  w->fping.store(0xffffffffU, std::memory_order_release);
-  ptk::detail::futex_wake(w->fping);
-  reap(child);
-  ::munmap(w, sizeof *w);
+
+ private:
+  std::uint32_t i_ = 0;
+};
+
+double median_of(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+template <class F>
+double time_ns(F f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <class Echo, class... Args>
+void round_trips(benchmark::State& state, Args... args) {
+  Echo e(args...);
+  for (auto _ : state) {
+    if (!e.round_trip()) state.SkipWithError("lost a message");
+  }
+}
+
+// Two kinds of round trip in turn within one loop, a block of each per iteration, so
+// both see the same machine load at the same moments (on this shared 2-core VM
+// separate rows move by 1.5x from one minute to the next). Each reports the median
+// of its blocks, in nanoseconds per round trip.
+template <class Ptk, class Peer>
+void interleaved_round_trips(benchmark::State& state, Ptk& ptk_side, Peer& peer,
+                             const char* peer_name, int block) {
+  std::vector<double> ptk_times, peer_times;
+  const auto run = [&](auto& side) {
+    return time_ns([&] {
+             for (int k = 0; k < block; ++k) {
+               if (!side.round_trip()) state.SkipWithError("lost a message");
+             }
+           }) /
+           block;
+  };
+  for (auto _ : state) {
+    ptk_times.push_back(run(ptk_side));
+    peer_times.push_back(run(peer));
+  }
+  state.counters["metric"] = median_of(ptk_times);
+  state.counters[std::string("peer:") + peer_name] = median_of(peer_times);
+}
+
+void BM_roundtrip_ptk(benchmark::State& state) {
+  round_trips<ring_echo>(state, ptk::detail::spin_rounds);
+}
+void BM_roundtrip_sleep_ptk(benchmark::State& state) { round_trips<ring_echo>(state, 0); }
+void BM_roundtrip_raw_spin(benchmark::State& state) { round_trips<spin_echo>(state); }
+void BM_roundtrip_raw_futex(benchmark::State& state) { round_trips<futex_echo>(state); }
+
+// The sleeping ring round trip and the raw futex ping-pong interleaved.
+void BM_roundtrip_sleeping_interleaved(benchmark::State& state) {
+  ring_echo ring(0);
+  futex_echo futex;
+  interleaved_round_trips(state, ring, futex, "raw_futex", 50);
 }
 
 // ---- bandwidth, 4 KiB messages across processes ------------------------------------
@@ -504,18 +601,6 @@ void mpmc_raw_once() {
   ::munmap(mem, sizeof(raw_mpmc));
 }
 
-double median_of(std::vector<double>& v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-template <class F>
-double time_ns(F f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // ptk, Boost and the raw floor in turn within one loop, so that all three see the
 // same machine load at the same moments (a busy 2-core machine moves the separate
 // rows above by 2x from one minute to the next); each reports its median.
@@ -542,165 +627,80 @@ void BM_mpmc_interleaved(benchmark::State& state) {
 
 // ---- typed pipe round trip ---------------------------------------------------------
 
-void BM_pipe_roundtrip_ptk(benchmark::State& state) {
-  auto [a, b] = ptk::pipe<std::uint64_t>::create();
-  const pid_t child = fork_peer([&b = b] {
-    while (auto v = b.recv()) {
-      if (*v == stop_word) return;
-      b.send(*v);
-    }
-  });
-  std::uint64_t i = 0;
-  for (auto _ : state) {
-    a.send(++i);
-    auto r = a.recv();
-    if (!r || *r != i) state.SkipWithError("lost a message");
+// The typed pipe with an echo child.
+class pipe_echo {
+ public:
+  pipe_echo() {
+    auto [a, b] = ptk::pipe<std::uint64_t>::create();
+    a_.emplace(std::move(a));
+    child_ = fork_peer([&b = b] {
+      while (auto v = b.recv()) {
+        if (*v == stop_word) return;
+        b.send(*v);
+      }
+    });
   }
-  a.send(stop_word);
-  reap(child);
-}
+  pipe_echo(const pipe_echo&) = delete;
+  pipe_echo& operator=(const pipe_echo&) = delete;
+  ~pipe_echo() {
+    a_->send(stop_word);
+    reap(child_);
+  }
+  bool round_trip() {
+    a_->send(++i_);
+    auto r = a_->recv();
+    return r && *r == i_;
+  }
 
-void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) {
-  int to[2], from[2];
-  ::pipe2(to, O_CLOEXEC);
-  ::pipe2(from, O_CLOEXEC);
-  const pid_t child = fork_peer([&] {
-    std::uint64_t v;
-    while (::read(to[0], &v, sizeof v) == sizeof v && v != stop_word) {
-      if (::write(from[1], &v, sizeof v) != sizeof v) return;
-    }
-  });
-  std::uint64_t i = 0;
-  for (auto _ : state) {
-    ++i;
+ private:
+  std::optional<ptk::pipe<std::uint64_t>> a_;
+  pid_t child_ = -1;
+  std::uint64_t i_ = 0;
+};
+
+// Two raw pipes, one each way: the floor.
+class raw_pipe_echo {
+ public:
+  raw_pipe_echo() {
+    ::pipe2(to_, O_CLOEXEC);
+    ::pipe2(from_, O_CLOEXEC);
+    child_ = fork_peer([this] {
+      std::uint64_t v;
+      while (::read(to_[0], &v, sizeof v) == sizeof v && v != stop_word) {
+        if (::write(from_[1], &v, sizeof v) != sizeof v) return;
+      }
+    });
+  }
+  raw_pipe_echo(const raw_pipe_echo&) = delete;
+  raw_pipe_echo& operator=(const raw_pipe_echo&) = delete;
+  ~raw_pipe_echo() {
+    const std::uint64_t stop = stop_word;
+    (void)!::write(to_[1], &stop, sizeof stop);
+    reap(child_);
+    for (int fd : {to_[0], to_[1], from_[0], from_[1]}) ::close(fd);
+  }
+  bool round_trip() {
+    ++i_;
     std::uint64_t v = 0;
-    if (::write(to[1], &i, sizeof i) != sizeof i || ::read(from[0], &v, sizeof v) != sizeof v ||
-        v != i) {
-      state.SkipWithError("raw pipe failed");
-    }
+    return ::write(to_[1], &i_, sizeof i_) == sizeof i_ &&
+           ::read(from_[0], &v, sizeof v) == sizeof v && v == i_;
   }
-  const std::uint64_t stop = stop_word;
-  (void)!::write(to[1], &stop, sizeof stop);
-  reap(child);
-  for (int fd : {to[0], to[1], from[0], from[1]}) ::close(fd);
-}
 
-// ptk's pipe and the raw pipe in turn within one loop, blocks of round trips each,
-// so both see the same machine load at the same moments: on this shared 2-core VM
-// the separate rows above move by 1.5x from one minute to the next. Each reports
-// the median of its blocks, in nanoseconds per round trip.
+ private:
+  int to_[2] = {-1, -1};
+  int from_[2] = {-1, -1};
+  pid_t child_ = -1;
+  std::uint64_t i_ = 0;
+};
+
+void BM_pipe_roundtrip_ptk(benchmark::State& state) { round_trips<pipe_echo>(state); }
+void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) { round_trips<raw_pipe_echo>(state); }
+
+// The typed pipe and the raw pipe interleaved.
 void BM_pipe_roundtrip_interleaved(benchmark::State& state) {
-  constexpr int block = 200;
-  auto [a, b] = ptk::pipe<std::uint64_t>::create();
-  const pid_t ptk_child = fork_peer([&b = b] {
-    while (auto v = b.recv()) {
-      if (*v == stop_word) return;
-      b.send(*v);
-    }
-  });
-  int to[2], from[2];
-  ::pipe2(to, O_CLOEXEC);
-  ::pipe2(from, O_CLOEXEC);
-  const pid_t raw_child = fork_peer([&] {
-    std::uint64_t v;
-    while (::read(to[0], &v, sizeof v) == sizeof v && v != stop_word) {
-      if (::write(from[1], &v, sizeof v) != sizeof v) return;
-    }
-  });
-  std::vector<double> ptk_times, raw_times;
-  std::uint64_t i = 0;
-  for (auto _ : state) {
-    ptk_times.push_back(time_ns([&] {
-                          for (int k = 0; k < block; ++k) {
-                            a.send(++i);
-                            auto r = a.recv();
-                            if (!r || *r != i) state.SkipWithError("lost a message");
-                          }
-                        }) /
-                        block);
-    raw_times.push_back(time_ns([&] {
-                          for (int k = 0; k < block; ++k) {
-                            ++i;
-                            std::uint64_t v = 0;
-                            if (::write(to[1], &i, sizeof i) != sizeof i ||
-                                ::read(from[0], &v, sizeof v) != sizeof v || v != i) {
-                              state.SkipWithError("raw pipe failed");
-                            }
-                          }
-                        }) /
-                        block);
-  }
-  a.send(stop_word);
-  const std::uint64_t stop = stop_word;
-  (void)!::write(to[1], &stop, sizeof stop);
-  reap(ptk_child);
-  reap(raw_child);
-  for (int fd : {to[0], to[1], from[0], from[1]}) ::close(fd);
-  state.counters["metric"] = median_of(ptk_times);
-  state.counters["peer:raw_pipe"] = median_of(raw_times);
-}
-
-// The sleeping round trips the same way: the ring pair with no spinning and the raw
-// futex ping-pong in alternating blocks within one loop, medians in nanoseconds.
-void BM_roundtrip_sleeping_interleaved(benchmark::State& state) {
-  constexpr int block = 50;
-  auto ping = ptk::shm_ring<std::uint64_t>::anonymous(16);
-  auto pong = ptk::shm_ring<std::uint64_t>::anonymous(16);
-  const pid_t ring_child = fork_peer([&] {
-    ping.set_spin(0);
-    pong.set_spin(0);
-    for (;;) {
-      auto v = ping.recv();
-      if (!v || *v == stop_word) return;
-      pong.send(*v);
-    }
-  });
-  ping.set_spin(0);
-  pong.set_spin(0);
-  shared_words* w = map_words();
-  const pid_t futex_child = fork_peer([&] {
-    std::uint32_t seen = 0;
-    for (;;) {
-      std::uint32_t v;
-      while ((v = w->fping.load(std::memory_order_acquire)) == seen)
-        ptk::detail::futex_wait(w->fping, seen);
-      if (v == 0xffffffffU) return;
-      seen = v;
-      w->fpong.store(v, std::memory_order_release);
-      ptk::detail::futex_wake(w->fpong);
-    }
-  });
-  std::vector<double> ring_times, futex_times;
-  std::uint64_t i = 0;
-  std::uint32_t j = 0;
-  for (auto _ : state) {
-    ring_times.push_back(time_ns([&] {
-                           for (int k = 0; k < block; ++k) {
-                             ping.send(++i);
-                             auto r = pong.recv();
-                             if (!r || *r != i) state.SkipWithError("lost a message");
-                           }
-                         }) /
-                         block);
-    futex_times.push_back(time_ns([&] {
-                            for (int k = 0; k < block; ++k) {
-                              w->fping.store(++j, std::memory_order_release);
-                              ptk::detail::futex_wake(w->fping);
-                              std::uint32_t v;
-                              while ((v = w->fpong.load(std::memory_order_acquire)) != j)
-                                ptk::detail::futex_wait(w->fpong, v);
-                            }
-                          }) /
-                          block);
-  }
-  ping.send(stop_word);
-  w->fping.store(0xffffffffU, std::memory_order_release);
-  ptk::detail::futex_wake(w->fping);
-  reap(ring_child);
-  reap(futex_child);
-  ::munmap(w, sizeof *w);
-  state.counters["metric"] = median_of(ring_times);
-  state.counters["peer:raw_futex"] = median_of(futex_times);
+  pipe_echo ptk_pipe;
+  raw_pipe_echo raw_pipe;
+  interleaved_round_trips(state, ptk_pipe, raw_pipe, "raw_pipe", 200);
 }
 
 // For reference: a SOCK_STREAM socket pair, the transport of Python's duplex
