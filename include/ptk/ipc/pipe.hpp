@@ -381,6 +381,11 @@ class pipe {
                            std::stop_token stop, bool may_wait) {
     if (sent_close_) return channel_status::closed;
     if (got_close_) return channel_status::closed;
+    // The peer's end vanished without close(): its read end went with it, though
+    // the kernel may release the two at slightly different moments after a kill.
+    // Once a receive has seen that, sends report it too instead of filling a pipe
+    // that is about to lose its reader.
+    if (eof_) return channel_status::peer_lost;
     const std::size_t n = codec<T>::encoded_size(v);
     if (n > options_.max_message_size || n > UINT32_MAX) {
       throw std::length_error("ptk::pipe: message of " + std::to_string(n) +
