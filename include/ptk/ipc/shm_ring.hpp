@@ -500,11 +500,7 @@ class shm_ring {
       }
     }
     cap_ = cap;
-    if constexpr (fixed) {
-      mask_ = physical_slots(cap) - 1;
-    } else {
-      mask_ = cap - 1;
-    }
+    mask_ = physical_slots(cap) - 1;  // cap itself for variable-size rings
     data_ = seg_.data() + sizeof(detail::ring_control);
   }
 
@@ -696,11 +692,7 @@ class shm_ring {
   // The message at the consumer's head, if the producer has published one.
   std::optional<view> front() {
     for (;;) {
-      if (c_.head == c_.tail_cache) {
-        c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
-        if (c_.tail_cache - c_.head > cap_ + lag_slots) corrupt("tail and head too far apart");
-        if (c_.head == c_.tail_cache) return std::nullopt;
-      }
+      if (c_.head == c_.tail_cache && !refresh_tail()) return std::nullopt;
       if constexpr (fixed) {
         return view(this, slot(c_.head), codec<T>::fixed_size, c_.head + 1);
       } else {
