@@ -8,7 +8,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <optional>
+#include <new>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -69,6 +70,15 @@ class channel_error : public std::runtime_error {
   channel_status status_;
 };
 
+namespace detail {
+/// Selects recv_result's constructor that builds the value in place.
+struct build_value_t {
+  explicit build_value_t() = default;
+};
+/// The tag of recv_result's in-place constructor.
+inline constexpr build_value_t build_value{};
+}  // namespace detail
+
 /// @brief The outcome of a receive: a value, or the status that explains why not.
 ///
 /// @code
@@ -76,48 +86,109 @@ class channel_error : public std::runtime_error {
 /// auto r = ch.recv_for(100ms);
 /// if (r.status() == ptk::channel_status::timeout) ...
 /// @endcode
+///
+/// A channel decodes a message straight into its recv_result, so a large trivially
+/// copyable message is copied once, from the channel to the result.
 /// @tparam T the message type.
 template <class T>
 class recv_result {
  public:
   /// A received value. @param v the value.
-  recv_result(T v) : value_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
+  recv_result(T v) : has_(true) {  // NOLINT(google-explicit-constructor)
+    ::new (static_cast<void*>(&value_)) T(std::move(v));
+  }
   /// No value. @param s why (never `ok`).
-  recv_result(channel_status s) : status_(s) {}  // NOLINT(google-explicit-constructor)
+  recv_result(channel_status s) noexcept : status_(s) {}  // NOLINT(google-explicit-constructor)
+  /// A value built in place by `make()` (used by ptk's channels: no copy of the value).
+  /// @param make returns a T (a prvalue, which initialises the value directly).
+  template <class F>
+  recv_result(detail::build_value_t, F&& make) {
+    ::new (static_cast<void*>(&value_)) T(std::forward<F>(make)());
+    has_ = true;
+  }
+  /// Copies the value or the status. @param o the result copied.
+  recv_result(const recv_result& o) : status_(o.status_) {
+    if (o.has_) {
+      ::new (static_cast<void*>(&value_)) T(o.value_);
+      has_ = true;
+    }
+  }
+  /// Moves the value or copies the status. @param o the result moved from.
+  recv_result(recv_result&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
+      : status_(o.status_) {
+    if (o.has_) {
+      ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
+      has_ = true;
+    }
+  }
+  /// Replaces this result by a copy of `o`. @param o the result copied. @return *this.
+  recv_result& operator=(const recv_result& o) {
+    if (this != &o) {
+      recv_result copy(o);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  /// Replaces this result by `o`'s value or status. @param o the result moved from.
+  /// @return *this.
+  recv_result& operator=(recv_result&& o) noexcept(std::is_nothrow_move_constructible_v<T> &&
+                                                   std::is_nothrow_move_assignable_v<T>) {
+    if (this == &o) return *this;
+    if (has_ && o.has_) {
+      value_ = std::move(o.value_);
+    } else if (o.has_) {
+      ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
+      has_ = true;
+    } else {
+      reset();
+    }
+    status_ = o.status_;
+    return *this;
+  }
+  ~recv_result() { reset(); }
 
   /// @return whether a value was received.
-  explicit operator bool() const noexcept { return value_.has_value(); }
+  explicit operator bool() const noexcept { return has_; }
   /// @return whether a value was received.
-  bool has_value() const noexcept { return value_.has_value(); }
+  bool has_value() const noexcept { return has_; }
   /// @return `ok`, or why there is no value.
   channel_status status() const noexcept { return status_; }
 
   /// @return the value. @throws ptk::channel_error naming the status if there is none.
   T& value() & {
     check();
-    return *value_;
+    return value_;
   }
   /// @return the value, moved out. @throws ptk::channel_error if there is none.
   T&& value() && {
     check();
-    return std::move(*value_);
+    return std::move(value_);
   }
   /// @return the value (precondition: has_value()).
-  T& operator*() noexcept { return *value_; }
+  T& operator*() noexcept { return value_; }
   /// @return the value (precondition: has_value()).
-  const T& operator*() const noexcept { return *value_; }
+  const T& operator*() const noexcept { return value_; }
   /// @return a pointer to the value (precondition: has_value()).
-  T* operator->() noexcept { return &*value_; }
+  T* operator->() noexcept { return &value_; }
 
  private:
   void check() const {
-    if (!value_) {
+    if (!has_) {
       throw channel_error(std::string("ptk channel: no value (") + to_string(status_) + ")",
                           status_);
     }
   }
+  void reset() noexcept {
+    if (has_) {
+      value_.~T();
+      has_ = false;
+    }
+  }
+  union {
+    T value_;  // alive while has_
+  };
   channel_status status_ = channel_status::ok;
-  std::optional<T> value_;
+  bool has_ = false;
 };
 
 namespace detail {

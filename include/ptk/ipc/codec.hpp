@@ -24,6 +24,16 @@ class codec_error : public std::runtime_error {
   explicit codec_error(const std::string& what) : std::runtime_error("ptk::codec: " + what) {}
 };
 
+namespace detail {
+/// Throws the codec_error of a fixed-size message that has the wrong size (out of
+/// line, so that a decode that fits stays small enough to inline).
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_wrong_size(std::size_t expected,
+                                                                    std::size_t got) {
+  throw codec_error("expected " + std::to_string(expected) + " bytes, got " +
+                    std::to_string(got));
+}
+}  // namespace detail
+
 /// @brief How a T is written to and read from bytes. Channels of T accept only types
 ///        that have a codec.
 ///
@@ -110,10 +120,7 @@ struct codec<T> {
   /// @param in exactly sizeof(T) bytes.
   /// @return the value. @throws ptk::codec_error if the size is wrong.
   static T decode(std::span<const std::byte> in) {
-    if (in.size() != sizeof(T)) {
-      throw codec_error("expected " + std::to_string(sizeof(T)) + " bytes, got " +
-                        std::to_string(in.size()));
-    }
+    if (in.size() != sizeof(T)) detail::throw_wrong_size(sizeof(T), in.size());
     T v;
     std::memcpy(&v, in.data(), sizeof(T));
     return v;

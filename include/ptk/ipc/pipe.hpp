@@ -487,7 +487,9 @@ class pipe {
           got_close_ = true;
           continue;
         }
-        return codec<T>::decode(std::span<const std::byte>(rbuf_.data() + f->payload, f->length));
+        return recv_result<T>(detail::build_value, [&] {
+          return codec<T>::decode(std::span<const std::byte>(rbuf_.data() + f->payload, f->length));
+        });
       }
       if (eof_) return got_close_ ? channel_status::closed : channel_status::peer_lost;
       switch (fill(deadline, stop, may_wait)) {

@@ -588,7 +588,7 @@ class queue {
   // (the head was stale): look further; -1 a sender is writing it (wait for that
   // sender, or skip its slot once it is found dead); -2 empty, -3 the previous lap's
   // receiver is still reading: nothing to take.
-  std::optional<T> pop(std::uint64_t& holder) {
+  recv_result<T> pop(std::uint64_t& holder) {
     namespace qs = detail::queue_slot;
     holder = 0;
     const std::uint32_t me = detail::this_ids().pid;
@@ -603,7 +603,7 @@ class queue {
           continue;
         }
         hint(ctl_->head, pos + 1);
-        return read(s);
+        return recv_result<T>(detail::build_value, [&] { return read(s); });  // in place
       }
       if (d > 0) {
         pos = next_after(pos, d);
@@ -618,7 +618,7 @@ class queue {
       if (d == -1) {
         if (!claimant_dead(w)) {
           holder = w;
-          return std::nullopt;
+          return channel_status::empty;
         }
         // The sender died before committing: its message was never sent. The slot
         // is consumed as nothing and goes to the next lap.
@@ -629,7 +629,7 @@ class queue {
         }
         continue;
       }
-      return std::nullopt;
+      return channel_status::empty;
     }
   }
 
@@ -754,10 +754,10 @@ class queue {
     join(ctl_->receivers, received_);
     std::uint64_t holder = 0;
     for (;;) {
-      if (auto v = pop(holder)) return std::move(*v);
+      if (auto v = pop(holder)) return v;
       // A send claimed before close() may still be writing (holder): it drains too.
       if (closed_now()) {
-        if (auto v = pop(holder)) return std::move(*v);
+        if (auto v = pop(holder)) return v;
         if (holder == 0) return channel_status::closed;
       }
       if (!may_wait) {
@@ -768,7 +768,7 @@ class queue {
           ctl_->not_empty_seq, ctl_->not_empty_sleepers, [&] { return recv_readiness(); },
           [&] { return all_lost(ctl_->senders); }, deadline, stop);
       if (st != channel_status::ok) {
-        if (auto v = pop(holder)) return std::move(*v);
+        if (auto v = pop(holder)) return v;
         // Every sender is gone, but one died holding the head slot and committed
         // messages may lie behind it: skip it (pop does, after its patience) first.
         if (st == channel_status::peer_lost && holder != 0) continue;

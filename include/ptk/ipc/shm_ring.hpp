@@ -324,7 +324,9 @@ class shm_ring {
           std::uint64_t next;
           ~release() { r->consume(next); }  // also when decode throws: the message is dropped
         } done{this, at + 1};
-        return codec<T>::decode(std::span<const std::byte>(slot(at), codec<T>::fixed_size));
+        return recv_result<T>(detail::build_value, [&] {
+          return codec<T>::decode(std::span<const std::byte>(slot(at), codec<T>::fixed_size));
+        });
       }
     }
     return take(try_peek());
@@ -788,7 +790,8 @@ class shm_ring {
 
   recv_result<T> take(view v) {
     if (!v) return recv_result<T>(v.status());
-    return recv_result<T>(v.decode());  // a codec_error drops the message (view releases)
+    // Decoded into the result itself; a codec_error drops the message (view releases).
+    return recv_result<T>(detail::build_value, [&] { return v.decode(); });
   }
 
   shared_memory seg_;
