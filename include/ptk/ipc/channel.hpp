@@ -9,9 +9,9 @@
 #include <atomic>
 #include <cstdint>
 #include <new>
-#include <type_traits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace ptk {
@@ -131,8 +131,8 @@ class recv_result {
   }
   /// Replaces this result by `o`'s value or status. @param o the result moved from.
   /// @return *this.
-  recv_result& operator=(recv_result&& o) noexcept(std::is_nothrow_move_constructible_v<T> &&
-                                                   std::is_nothrow_move_assignable_v<T>) {
+  recv_result& operator=(recv_result&& o) noexcept(
+      std::is_nothrow_move_constructible_v<T>&& std::is_nothrow_move_assignable_v<T>) {
     if (this == &o) return *this;
     if (has_ && o.has_) {
       value_ = std::move(o.value_);

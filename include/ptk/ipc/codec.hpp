@@ -29,8 +29,7 @@ namespace detail {
 /// line, so that a decode that fits stays small enough to inline).
 [[noreturn, gnu::cold, gnu::noinline]] inline void throw_wrong_size(std::size_t expected,
                                                                     std::size_t got) {
-  throw codec_error("expected " + std::to_string(expected) + " bytes, got " +
-                    std::to_string(got));
+  throw codec_error("expected " + std::to_string(expected) + " bytes, got " + std::to_string(got));
 }
 }  // namespace detail
 
