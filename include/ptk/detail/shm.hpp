@@ -349,8 +349,13 @@ inline void leave_role(pid_word& slot) noexcept {
 // ---- waiting ----------------------------------------------------------------------
 
 /// Polls before sleeping: a peer answering within a few microseconds is caught
-/// without a system call on either side.
-inline constexpr int spin_rounds = 500;  // about 10 us: a pause is ~20 ns on current x86
+/// without a system call on either side. About 20 to 40 us (a pause takes 10 to 20 ns
+/// on current x86): longer than the wake-up of a sleeping peer (10 to 25 us measured
+/// on a 2-vCPU VM). With a spin shorter than that, one sleep of a round-trip partner
+/// (it was preempted, say) feeds itself: its reply comes a wake-up later, after the
+/// other side's spin ran out, so that side sleeps too, and so on; at 500 rounds about
+/// 1 round trip in 80 slept, and those sleeps made up most of the average.
+inline constexpr int spin_rounds = 2000;
 
 /// Wakes a sleeper flagged in `flag` (1 = sleeping). Callers run
 /// asymmetric_fence::light_side() between publishing and calling this.
