@@ -394,8 +394,9 @@ class shm_ring {
     return ctl_->closed.load(std::memory_order_acquire) != 0;
   }
   /// Sets how many times a waiting call of this handle polls before it sleeps in
-  /// the kernel (default 500, about 10 microseconds; 0 sleeps at once, which saves CPU
-  /// when the other side is slow to answer).
+  /// the kernel (default 2000, about 20 to 40 microseconds: longer than a sleeping
+  /// peer takes to wake; 0 sleeps at once, which saves CPU when the other side is slow
+  /// to answer).
   /// @param rounds polls before sleeping.
   void set_spin(int rounds) noexcept { spin_ = rounds < 0 ? 0 : rounds; }
   /// @return the capacity: messages for fixed-size T (see the class notes for
