@@ -57,71 +57,112 @@ pid_t fork_peer(F body) {
 
 void reap(pid_t pid) { ::waitpid(pid, nullptr, 0); }
 
+double median_of(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+template <class F>
+double time_ns(F f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // ---- in-process SPSC throughput, 8-byte items ------------------------------------
 
 constexpr std::uint64_t spsc_items = 1 << 20;
 
+// spsc_items through a queue from a producer thread to this one.
 template <class Push, class Pop>
-void spsc_run(benchmark::State& state, Push push, Pop pop) {
-  for (auto _ : state) {
-    // The producer works on its own copy of `push` (which refers to the queue): read
-    // through a reference, it would share a cache line with the consumer's loop
-    // counters on this stack and measure false sharing, not the queue.
-    std::thread producer([push]() mutable {
-      for (std::uint64_t i = 0; i < spsc_items;) {
-        if (push(i)) {
-          ++i;
-        } else {
-          ptk::detail::cpu_relax();
-        }
-      }
-    });
-    std::uint64_t sum = 0;
-    for (std::uint64_t got = 0; got < spsc_items;) {
-      std::uint64_t v;
-      if (pop(v)) {
-        sum += v;
-        ++got;
+void spsc_once(Push push, Pop pop) {
+  // The producer works on its own copy of `push` (which refers to the queue): read
+  // through a reference, it would share a cache line with the consumer's loop
+  // counters on this stack and measure false sharing, not the queue.
+  std::thread producer([push]() mutable {
+    for (std::uint64_t i = 0; i < spsc_items;) {
+      if (push(i)) {
+        ++i;
       } else {
         ptk::detail::cpu_relax();
       }
     }
-    producer.join();
-    benchmark::DoNotOptimize(sum);
+  });
+  std::uint64_t sum = 0;
+  for (std::uint64_t got = 0; got < spsc_items;) {
+    std::uint64_t v;
+    if (pop(v)) {
+      sum += v;
+      ++got;
+    } else {
+      ptk::detail::cpu_relax();
+    }
   }
+  producer.join();
+  benchmark::DoNotOptimize(sum);
+}
+
+// One run through each queue, a new queue every time.
+void spsc_ptk_once() {
+  auto ring = ptk::shm_ring<std::uint64_t>::anonymous(4096);
+  spsc_once([&](std::uint64_t v) { return ring.try_send(v) == channel_status::ok; },
+            [&](std::uint64_t& v) {
+              auto r = ring.try_recv();
+              if (!r) return false;
+              v = *r;
+              return true;
+            });
+}
+#if PTK_BENCH_HAVE_MOODYCAMEL
+void spsc_moodycamel_once() {
+  moodycamel::ReaderWriterQueue<std::uint64_t> q(4096);
+  spsc_once([&](std::uint64_t v) { return q.try_enqueue(v); },
+            [&](std::uint64_t& v) { return q.try_dequeue(v); });
+}
+#endif
+#if PTK_BENCH_HAVE_BOOST
+void spsc_boost_once() {
+  auto q = std::make_unique<
+      boost::lockfree::spsc_queue<std::uint64_t, boost::lockfree::capacity<4096>>>();
+  spsc_once([&](std::uint64_t v) { return q->push(v); },
+            [&](std::uint64_t& v) { return q->pop(v); });
+}
+#endif
+
+template <void (*Once)()>
+void BM_spsc(benchmark::State& state) {
+  for (auto _ : state) Once();
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(spsc_items));
 }
 
-void BM_spsc_ptk(benchmark::State& state) {
-  auto ring = ptk::shm_ring<std::uint64_t>::anonymous(4096);
-  spsc_run(
-      state, [&](std::uint64_t v) { return ring.try_send(v) == channel_status::ok; },
-      [&](std::uint64_t& v) {
-        auto r = ring.try_recv();
-        if (!r) return false;
-        v = *r;
-        return true;
-      });
-}
-
+// The three in turn within one loop, each with a new queue every time, so all see
+// the same machine load and the same mix of thread placements (which move the
+// separate rows by 1.3x from one run to the next here); each reports its median.
+void BM_spsc_interleaved(benchmark::State& state) {
+  std::vector<double> ptk_times;
 #if PTK_BENCH_HAVE_MOODYCAMEL
-void BM_spsc_moodycamel(benchmark::State& state) {
-  moodycamel::ReaderWriterQueue<std::uint64_t> q(4096);
-  spsc_run(
-      state, [&](std::uint64_t v) { return q.try_enqueue(v); },
-      [&](std::uint64_t& v) { return q.try_dequeue(v); });
-}
+  std::vector<double> moodycamel_times;
 #endif
-
 #if PTK_BENCH_HAVE_BOOST
-void BM_spsc_boost(benchmark::State& state) {
-  auto q = std::make_unique<
-      boost::lockfree::spsc_queue<std::uint64_t, boost::lockfree::capacity<4096>>>();
-  spsc_run(
-      state, [&](std::uint64_t v) { return q->push(v); },
-      [&](std::uint64_t& v) { return q->pop(v); });
-}
+  std::vector<double> boost_times;
 #endif
+  for (auto _ : state) {
+    ptk_times.push_back(time_ns(spsc_ptk_once));
+#if PTK_BENCH_HAVE_MOODYCAMEL
+    moodycamel_times.push_back(time_ns(spsc_moodycamel_once));
+#endif
+#if PTK_BENCH_HAVE_BOOST
+    boost_times.push_back(time_ns(spsc_boost_once));
+#endif
+  }
+  state.counters["metric"] = median_of(ptk_times);
+#if PTK_BENCH_HAVE_MOODYCAMEL
+  state.counters["peer:moodycamel_rwq"] = median_of(moodycamel_times);
+#endif
+#if PTK_BENCH_HAVE_BOOST
+  state.counters["peer:boost_spsc_queue"] = median_of(boost_times);
+#endif
+}
 
 // ---- cross-process round trips -----------------------------------------------------
 
@@ -254,18 +295,6 @@ class futex_echo : words_echo {
  private:
   std::uint32_t i_ = 0;
 };
-
-double median_of(std::vector<double>& v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-template <class F>
-double time_ns(F f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-}
 
 template <class Echo, class... Args>
 void round_trips(benchmark::State& state, Args... args) {
@@ -767,22 +796,26 @@ void BM_pipe_roundtrip_raw_socketpair(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_spsc_ptk)
+BENCHMARK(BM_spsc<spsc_ptk_once>)
     ->Name("BM_spsc_8B_items/ptk_shm_ring")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #if PTK_BENCH_HAVE_MOODYCAMEL
-BENCHMARK(BM_spsc_moodycamel)
+BENCHMARK(BM_spsc<spsc_moodycamel_once>)
     ->Name("BM_spsc_8B_items/moodycamel_rwq")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #endif
 #if PTK_BENCH_HAVE_BOOST
-BENCHMARK(BM_spsc_boost)
+BENCHMARK(BM_spsc<spsc_boost_once>)
     ->Name("BM_spsc_8B_items/boost_spsc_queue")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #endif
+BENCHMARK(BM_spsc_interleaved)
+    ->Name("BM_spsc_8B_items_interleaved/ptk_shm_ring")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_roundtrip_ptk)->Name("BM_xproc_roundtrip/ptk_shm_ring")->UseRealTime();
 BENCHMARK(BM_roundtrip_raw_spin)->Name("BM_xproc_roundtrip/raw_shm_spin")->UseRealTime();
 BENCHMARK(BM_roundtrip_sleep_ptk)

@@ -160,15 +160,15 @@ TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]") {
 
 TEST_CASE("shm_ring of small slots between threads: capacity is a floor, with a line's slack",
           "[ipc][shm_ring]") {
-  // 8-byte slots, 7 to a cache line: the consumer may publish its head a line at a
-  // time, so up to 6 messages beyond capacity() fit; never fewer than capacity().
+  // 8-byte slots, 8 to a cache line: the consumer may publish its head a line at a
+  // time, so up to 7 messages beyond capacity() fit; never fewer than capacity().
   const shm_name name;
   auto ring = ptk::shm_ring<std::uint64_t>::create(name, 256);
   REQUIRE(ring.capacity() == 256);
   std::uint64_t sent = 0;
   while (ring.try_send(sent) == channel_status::ok) ++sent;
   CHECK(sent >= 256);
-  CHECK(sent <= 256 + 6);
+  CHECK(sent <= 256 + 7);
 
   // Whatever was accepted, a blocked sender gets in as soon as fewer than capacity()
   // messages are queued, even when the consumer stops in the middle of a line.
@@ -506,64 +506,6 @@ TEST_CASE("shm_ring rejects a corrupt record length", "[ipc][shm_ring]") {
   const std::uint32_t huge = 1u << 30;
   std::memcpy(raw.data() + sizeof(ptk::detail::ring_control), &huge, 4);
   CHECK_THROWS_AS(ring.try_recv(), ptk::channel_error);
-}
-
-// The stamp of cell 0 of a shm_ring<std::uint64_t>: 7 slots, then the stamp.
-std::atomic<std::uint64_t>* first_stamp(ptk::shared_memory& raw) {
-  return reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() +
-                                                       sizeof(ptk::detail::ring_control) + 56);
-}
-
-TEST_CASE("shm_ring: a producer that died between a stamp and the tail; its successor follows",
-          "[ipc][shm_ring]") {
-  // The consumer goes by the stamp next to each message, so a message whose tail
-  // store never happened is delivered; a successor producer must start after it,
-  // neither overwriting it nor leaving a gap.
-  const shm_name name;
-  auto rx = ptk::shm_ring<std::uint64_t>::create(name, 16);
-  {
-    auto tx = ptk::shm_ring<std::uint64_t>::open(name);
-    for (std::uint64_t i = 0; i < 3; ++i) REQUIRE(tx.send(i) == channel_status::ok);
-  }
-  auto raw = ptk::shared_memory::open(name);
-  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
-      raw.data() + offsetof(ptk::detail::ring_control, tail));
-  REQUIRE(tail->load() == 3);
-  REQUIRE(first_stamp(raw)->load() == 3);
-  tail->store(2);  // as if the producer died right after message 2's stamp
-
-  CHECK(*rx.recv_for(30s) == 0);
-  CHECK(*rx.recv_for(30s) == 1);
-  {
-    auto tx = ptk::shm_ring<std::uint64_t>::open(name);
-    REQUIRE(tx.send(3) == channel_status::ok);
-  }
-  for (std::uint64_t i = 2; i < 4; ++i) {
-    auto v = rx.recv_for(30s);
-    REQUIRE(v);
-    CHECK(*v == i);
-  }
-  // Once more, and this time the consumer takes the stamped message before any
-  // successor comes: the tail then trails the consumer's head, which is no corruption.
-  {
-    auto tx = ptk::shm_ring<std::uint64_t>::open(name);
-    REQUIRE(tx.send(4) == channel_status::ok);
-  }
-  tail->store(4);
-  CHECK(*rx.recv_for(30s) == 4);
-  CHECK(rx.try_recv().status() == channel_status::peer_lost);
-}
-
-TEST_CASE("shm_ring rejects a corrupt stamp", "[ipc][shm_ring]") {
-  using Catch::Matchers::Contains;
-  const shm_name name;
-  auto rx = ptk::shm_ring<std::uint64_t>::create(name, 16);
-  REQUIRE(rx.try_recv().status() == channel_status::empty);
-  auto raw = ptk::shared_memory::open(name);
-  first_stamp(raw)->store(1000);
-  CHECK_THROWS_WITH(rx.recv_for(30s), Contains("stamp"));
-  auto tx = ptk::shm_ring<std::uint64_t>::open(name);
-  CHECK_THROWS_WITH(tx.try_send(1), Contains("stamp"));
 }
 
 TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring]") {

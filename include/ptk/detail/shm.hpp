@@ -80,8 +80,7 @@ constexpr std::uint64_t type_hash() noexcept {
 inline constexpr std::uint64_t segment_magic = 0x315f4d48534b5450ULL;  // "PTKSHM_1"
 // 2: ptk::queue claims slots through per-slot state words instead of a lock.
 // 3: a shm_ring of slots under 64 bytes has spare slots beyond its capacity.
-// 4: a shm_ring of fixed slots keeps them in cells of a cache line with a stamp.
-inline constexpr std::uint32_t segment_version = 4;
+inline constexpr std::uint32_t segment_version = 3;
 
 enum class segment_kind : std::uint32_t { ring = 1, queue = 2, value = 3, array = 4 };
 

@@ -72,15 +72,12 @@ inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
 /// are length-prefixed records and the capacity counts bytes; one message may take
 /// up to half of it.
 ///
-/// Fixed slots share a cache line with an 8-byte stamp that says how far the line
-/// is written, so a message crosses to the consumer in one cache line (7 slots to a
-/// line for 8-byte messages, one slot per line from 29 bytes on; larger slots get
-/// their stamp after the message). Slots smaller than a line get spare slots
-/// (line_slots − 1, rounded up to whole lines and a power of two of them), so a
-/// producer never writes the line the consumer is reading. When one process holds
-/// both roles and the ring has at least 16 lines of slots, the consumer frees slots
-/// a cache line at a time: such a ring accepts up to 56/slot − 1 messages beyond
-/// capacity() (6 for 8-byte messages), and always at least capacity().
+/// Slots smaller than a cache line get spare slots (the segment holds the next
+/// power of two above capacity + 64/slot − 1), so a producer never writes the line
+/// the consumer is reading. When one process holds both roles and the ring has at
+/// least 16 lines of slots, the consumer frees slots a cache line at a time: such a
+/// ring accepts up to 64/slot − 1 messages beyond capacity() (7 for 8-byte
+/// messages), and always at least capacity().
 ///
 /// Sending and receiving make no system call while the other side is awake: a
 /// waiting side spins briefly, then sleeps on a shared futex, and only then does
@@ -434,7 +431,7 @@ class shm_ring {
     claim_consumer();
     ctl_->consumer_sleeping.store(1, std::memory_order_relaxed);
     detail::sleeper_fence(&ctl_->producer_fenced);
-    if (published_at_head() || closed_now() ||
+    if (ctl_->tail.load(std::memory_order_acquire) != c_.head || closed_now() ||
         ctl_->producer.load(std::memory_order_acquire) == detail::departed) {
       ctl_->consumer_sleeping.store(0, std::memory_order_relaxed);
       return false;
@@ -465,27 +462,18 @@ class shm_ring {
     if constexpr (!fixed) cap = cap < 64 ? 64 : cap;
     return {cap, sizeof(detail::ring_control) + data_bytes(cap)};
   }
-  // Fixed-size slots sit in cells: as many slots as fit in a cache line next to an
-  // 8-byte stamp (7 of 8 bytes, 3 of 16; one slot per cell from 29 bytes on), the
-  // stamp in the cell's last 8 bytes. The producer writes a message, then its cell's
-  // stamp (the position after it), then the tail; the consumer learns that the
-  // message at its head is there from the stamp, on the line it then reads the
-  // message from, instead of from the tail's line: one cache line crosses per
-  // hand-over instead of two.
-  static constexpr std::uint64_t line_slots = fixed && slot_size + sizeof(std::uint64_t) <= 64
-                                                  ? (64 - sizeof(std::uint64_t)) / slot_size
-                                                  : 1;
-  static constexpr std::size_t cell_size =
-      fixed ? (line_slots * slot_size + sizeof(std::uint64_t) + 63) / 64 * 64 : 0;
-  // The cells behind a capacity of `cap` messages (a power of two). With at least
-  // line_slots - 1 spare slots, a producer that keeps at most `cap` messages queued
-  // never writes into the cell the consumer is reading: on a full ring the two sides
-  // then meet on the head index only, not on every message's line.
-  static std::uint64_t cells(std::uint64_t cap) noexcept {
-    return std::bit_ceil((cap + 2 * (line_slots - 1)) / line_slots);
+  // Slots that share a cache line (a power of two; 1 for slots of a line or more).
+  static constexpr std::uint64_t line_slots =
+      fixed && slot_size < 64 ? std::bit_floor(64 / slot_size) : 1;
+  // The slots behind a capacity of `cap` messages. With at least line_slots - 1
+  // spare slots, a producer that keeps at most `cap` messages queued never writes
+  // into the cache line the consumer is reading: on a full ring the two sides then
+  // meet on the head index only, not on every message's line.
+  static std::uint64_t physical_slots(std::uint64_t cap) noexcept {
+    return line_slots > 1 ? std::bit_ceil(cap + line_slots - 1) : cap;
   }
   static std::uint64_t data_bytes(std::uint64_t cap) noexcept {
-    return fixed ? cells(cap) * cell_size : cap;
+    return fixed ? physical_slots(cap) * slot_size : cap;
   }
   static detail::segment_info expected(std::uint64_t cap, std::size_t total) {
     std::uint64_t elem = 0;
@@ -515,7 +503,7 @@ class shm_ring {
       }
     }
     cap_ = cap;
-    mask_ = (fixed ? cells(cap) : cap) - 1;
+    mask_ = physical_slots(cap) - 1;  // cap itself for variable-size rings
     data_ = seg_.data() + sizeof(detail::ring_control);
   }
 
@@ -548,14 +536,6 @@ class shm_ring {
     // A predecessor may have announced full fences: keep the promise.
     p_.rate.fenced = ctl_->producer_fenced.load(std::memory_order_acquire) != 0;
     p_.tail = ctl_->tail.load(std::memory_order_acquire);
-    if constexpr (fixed) {
-      // A predecessor that died between a stamp and the tail store: its message is
-      // published (the consumer goes by the stamps), so continue after it.
-      for (std::uint64_t s; (s = stamp(p_.tail).load(std::memory_order_acquire)) > p_.tail;) {
-        if (s - p_.tail > line_slots) corrupt("slot stamp beyond its cell");
-        p_.tail = s;
-      }
-    }
     p_.head_cache = ctl_->head.load(std::memory_order_acquire);
     if (p_.tail - p_.head_cache > cap_ + lag_slots) corrupt("tail and head too far apart");
   }
@@ -612,31 +592,9 @@ class shm_ring {
 
   std::byte* slot(std::uint64_t pos) const noexcept {
     if constexpr (fixed) {
-      const std::uint64_t cell = pos / line_slots;  // a constant: a multiply
-      return data_ + (cell & mask_) * cell_size + (pos - cell * line_slots) * slot_size;
+      return data_ + (pos & mask_) * slot_size;
     } else {
       return data_ + (pos & mask_);
-    }
-  }
-  // The stamp of the cell holding position `pos` (fixed-size rings): the position
-  // after the last message written to the cell.
-  std::atomic<std::uint64_t>& stamp(std::uint64_t pos) const noexcept {
-    std::byte* cell = data_ + ((pos / line_slots) & mask_) * cell_size;
-    return *std::launder(
-        reinterpret_cast<std::atomic<std::uint64_t>*>(cell + cell_size - sizeof(std::uint64_t)));
-  }
-  // Whether the message at the consumer's head is published. For fixed-size rings
-  // the head's stamp says, and what it says is kept in c_.tail_cache (a lower bound
-  // of the tail), so the receive that follows needs no look at the tail's line.
-  bool published_at_head() {
-    if constexpr (fixed) {
-      const std::uint64_t s = stamp(c_.head).load(std::memory_order_acquire);
-      if (s <= c_.head) return false;
-      if (s - c_.head > line_slots) corrupt("slot stamp beyond its cell");
-      c_.tail_cache = s;
-      return true;
-    } else {
-      return ctl_->tail.load(std::memory_order_acquire) != c_.head;
     }
   }
 
@@ -652,7 +610,6 @@ class shm_ring {
       std::memcpy(slot(pos), &h, sizeof h);
       end = pos + sizeof h + detail::round8(used);
     }
-    if constexpr (fixed) stamp(pos).store(end, std::memory_order_release);
     p_.tail = end;
     ctl_->tail.store(end, std::memory_order_release);
     detail::publish_and_wake(ctl_->consumer_sleeping, ctl_->producer_fenced, p_.rate, end);
@@ -729,23 +686,10 @@ class shm_ring {
   }
 
   // Reloads the producer's tail; true when there is something at the head now.
-  // Polling reads the tail, which may cover many lines at once: a consumer that has
-  // caught up with a streaming producer then takes the tail's line from it, not the
-  // line the producer is writing messages into (which would slow every message of
-  // that line down). Waiting goes by the stamps instead (stamp_ready).
   bool refresh_tail() {
-    const std::uint64_t t = ctl_->tail.load(std::memory_order_acquire);
-    if (t - c_.head <= cap_ + lag_slots) {
-      c_.tail_cache = t;
-      return c_.head != t;
-    }
-    // The tail may trail the stamps by the few messages between a stamp and its tail
-    // store (or for good, if the producer died between them).
-    if (fixed && c_.head - t <= line_slots) {
-      c_.tail_cache = c_.head;
-      return false;
-    }
-    corrupt("tail and head too far apart");
+    c_.tail_cache = ctl_->tail.load(std::memory_order_acquire);
+    if (c_.tail_cache - c_.head > cap_ + lag_slots) corrupt("tail and head too far apart");
+    return c_.head != c_.tail_cache;
   }
 
   // The message at the consumer's head, if the producer has published one.
@@ -787,7 +731,7 @@ class shm_ring {
   void consume(std::uint64_t next) noexcept {
     c_.head = next;
     if constexpr (lag_slots != 0) {
-      if (next % line_slots != 0) {
+      if ((next & lag_slots) != 0) {
         if (c_.lazy && ctl_->producer_sleeping.load(std::memory_order_relaxed) == 0) return;
       } else {
         c_.lazy = head_may_lag();  // looked at once a line: roles change rarely
@@ -826,10 +770,11 @@ class shm_ring {
       const auto st = detail::wait_until_ready(
           ctl_->consumer_sleeping,
           [&] {
-            // Variable-size rings: ask for the next record's line along with the
-            // tail's, so the two cache misses of a wake-by-polling overlap.
-            if constexpr (!fixed) __builtin_prefetch(slot(c_.head));
-            return closed_now() || published_at_head();
+            // Ask for the next message's line along with the tail's, so the two
+            // cache misses of a wake-by-polling overlap instead of following
+            // each other.
+            __builtin_prefetch(slot(c_.head));
+            return closed_now() || ctl_->tail.load(std::memory_order_acquire) != c_.head;
           },
           [&] { return producer_lost(); },
           [&] {
