@@ -304,43 +304,12 @@ void round_trips(benchmark::State& state, Args... args) {
   }
 }
 
-// Two kinds of round trip in turn within one loop, a block of each per iteration, so
-// both see the same machine load at the same moments (on this shared 2-core VM
-// separate rows move by 1.5x from one minute to the next). Each reports the median
-// of its blocks, in nanoseconds per round trip.
-template <class Ptk, class Peer>
-void interleaved_round_trips(benchmark::State& state, Ptk& ptk_side, Peer& peer,
-                             const char* peer_name, int block) {
-  std::vector<double> ptk_times, peer_times;
-  const auto run = [&](auto& side) {
-    return time_ns([&] {
-             for (int k = 0; k < block; ++k) {
-               if (!side.round_trip()) state.SkipWithError("lost a message");
-             }
-           }) /
-           block;
-  };
-  for (auto _ : state) {
-    ptk_times.push_back(run(ptk_side));
-    peer_times.push_back(run(peer));
-  }
-  state.counters["metric"] = median_of(ptk_times);
-  state.counters[std::string("peer:") + peer_name] = median_of(peer_times);
-}
-
 void BM_roundtrip_ptk(benchmark::State& state) {
   round_trips<ring_echo>(state, ptk::detail::spin_rounds);
 }
 void BM_roundtrip_sleep_ptk(benchmark::State& state) { round_trips<ring_echo>(state, 0); }
 void BM_roundtrip_raw_spin(benchmark::State& state) { round_trips<spin_echo>(state); }
 void BM_roundtrip_raw_futex(benchmark::State& state) { round_trips<futex_echo>(state); }
-
-// The sleeping ring round trip and the raw futex ping-pong interleaved.
-void BM_roundtrip_sleeping_interleaved(benchmark::State& state) {
-  ring_echo ring(0);
-  futex_echo futex;
-  interleaved_round_trips(state, ring, futex, "raw_futex", 50);
-}
 
 // Times `n` round trips through a fresh Echo (new shared memory, a new child) after
 // `warmup` untimed ones; nanoseconds per round trip, or a negative value if a
@@ -356,21 +325,39 @@ double fresh_round_trips(int warmup, int n, Args... args) {
   return ok ? t / n : -1;
 }
 
-// The default-waiting ring round trip and the spin floor in turn, each iteration
-// with fresh shared memory and a fresh child for both. On this VM a polling round
-// trip's cost depends on where the lines it bounces live (measured at the same
-// moment, two pairs of segments differed by up to 1.9x, in either direction), so
-// one pair of segments measures one placement; fresh ones average over placements.
-// Only one child exists at a time, so none takes a core from the pair measured.
-void BM_roundtrip_spin_fresh_pairs(benchmark::State& state) {
-  std::vector<double> ptk_times, raw_times;
+// A ptk round trip and a peer's in turn, each iteration with fresh ones: new shared
+// memory or descriptors and a new child for both, one child at a time. On this VM a
+// round trip's cost depends on where things land: for a polling one, which cache
+// slices home the lines it bounces (two pairs measured at the same moment differed
+// by up to 1.9x, either way); for a sleeping one, whether the child shares the
+// parent's vCPU (about 3 us) or wakes on the other one (25 us and more). One pair
+// measures one placement and keeps it; fresh pairs average over placements. Each
+// side reports its median, in nanoseconds per round trip.
+template <class Ptk, class Peer>
+void fresh_pairs(benchmark::State& state, const char* peer_name, Ptk ptk_side, Peer peer) {
+  std::vector<double> ptk_times, peer_times;
   for (auto _ : state) {
-    ptk_times.push_back(fresh_round_trips<ring_echo>(1000, 5000, ptk::detail::spin_rounds));
-    raw_times.push_back(fresh_round_trips<spin_echo>(1000, 5000));
-    if (ptk_times.back() < 0 || raw_times.back() < 0) state.SkipWithError("lost a message");
+    ptk_times.push_back(ptk_side());
+    peer_times.push_back(peer());
+    if (ptk_times.back() < 0 || peer_times.back() < 0) state.SkipWithError("lost a message");
   }
   state.counters["metric"] = median_of(ptk_times);
-  state.counters["peer:raw_shm_spin"] = median_of(raw_times);
+  state.counters[std::string("peer:") + peer_name] = median_of(peer_times);
+}
+
+// The default-waiting ring against the spin floor.
+void BM_roundtrip_spin_fresh_pairs(benchmark::State& state) {
+  fresh_pairs(
+      state, "raw_shm_spin",
+      [] { return fresh_round_trips<ring_echo>(1000, 5000, ptk::detail::spin_rounds); },
+      [] { return fresh_round_trips<spin_echo>(1000, 5000); });
+}
+
+// The ring that sleeps at once against the futex floor.
+void BM_roundtrip_sleeping_fresh_pairs(benchmark::State& state) {
+  fresh_pairs(
+      state, "raw_futex", [] { return fresh_round_trips<ring_echo>(20, 200, 0); },
+      [] { return fresh_round_trips<futex_echo>(20, 200); });
 }
 
 // ---- bandwidth, 4 KiB messages across processes ------------------------------------
@@ -756,11 +743,11 @@ class raw_pipe_echo {
 void BM_pipe_roundtrip_ptk(benchmark::State& state) { round_trips<pipe_echo>(state); }
 void BM_pipe_roundtrip_raw_pipe(benchmark::State& state) { round_trips<raw_pipe_echo>(state); }
 
-// The typed pipe and the raw pipe interleaved.
-void BM_pipe_roundtrip_interleaved(benchmark::State& state) {
-  pipe_echo ptk_pipe;
-  raw_pipe_echo raw_pipe;
-  interleaved_round_trips(state, ptk_pipe, raw_pipe, "raw_pipe", 200);
+// The typed pipe against the raw pipe, over fresh pairs (see fresh_pairs).
+void BM_pipe_roundtrip_fresh_pairs(benchmark::State& state) {
+  fresh_pairs(
+      state, "raw_pipe", [] { return fresh_round_trips<pipe_echo>(20, 200); },
+      [] { return fresh_round_trips<raw_pipe_echo>(20, 200); });
 }
 
 // For reference: a SOCK_STREAM socket pair, the transport of Python's duplex
@@ -870,12 +857,12 @@ BENCHMARK(BM_roundtrip_spin_fresh_pairs)
     ->Name("BM_xproc_roundtrip_fresh_pairs/ptk_shm_ring")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_roundtrip_sleeping_interleaved)
-    ->Name("BM_xproc_roundtrip_sleeping_interleaved/ptk_shm_ring_no_spin")
+BENCHMARK(BM_roundtrip_sleeping_fresh_pairs)
+    ->Name("BM_xproc_roundtrip_sleeping_fresh_pairs/ptk_shm_ring_no_spin")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_pipe_roundtrip_interleaved)
-    ->Name("BM_pipe_roundtrip_interleaved/ptk_pipe")
+BENCHMARK(BM_pipe_roundtrip_fresh_pairs)
+    ->Name("BM_pipe_roundtrip_fresh_pairs/ptk_pipe")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
