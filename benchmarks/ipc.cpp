@@ -176,17 +176,15 @@ constexpr std::uint64_t stop_word = ~std::uint64_t{0};
 class ring_echo {
  public:
   explicit ring_echo(int spin) {
+    ping_.set_spin(spin);  // before the fork: the child's handles inherit it
+    pong_.set_spin(spin);
     child_ = fork_peer([&] {
-      ping_.set_spin(spin);
-      pong_.set_spin(spin);
       for (;;) {
         auto v = ping_.recv();
         if (!v || *v == stop_word) return;
         pong_.send(*v);
       }
     });
-    ping_.set_spin(spin);
-    pong_.set_spin(spin);
   }
   ring_echo(const ring_echo&) = delete;
   ring_echo& operator=(const ring_echo&) = delete;
