@@ -103,8 +103,9 @@ void spsc_once(Push push, Pop pop) {
 }
 
 // One run through each queue, a new queue every time.
+template <ptk::ring_layout L>
 void spsc_ptk_once() {
-  auto ring = ptk::shm_ring<std::uint64_t>::anonymous(4096);
+  auto ring = ptk::shm_ring<std::uint64_t, L>::anonymous(4096);
   spsc_once([&](std::uint64_t v) { return ring.try_send(v) == channel_status::ok; },
             [&](std::uint64_t& v) {
               auto r = ring.try_recv();
@@ -147,7 +148,7 @@ void BM_spsc_interleaved(benchmark::State& state) {
   std::vector<double> boost_times;
 #endif
   for (auto _ : state) {
-    ptk_times.push_back(time_ns(spsc_ptk_once));
+    ptk_times.push_back(time_ns(spsc_ptk_once<ptk::ring_layout::packed>));
 #if PTK_BENCH_HAVE_MOODYCAMEL
     moodycamel_times.push_back(time_ns(spsc_moodycamel_once));
 #endif
@@ -173,6 +174,7 @@ constexpr std::uint64_t stop_word = ~std::uint64_t{0};
 // something else came back), and the destructor stops and reaps the child.
 
 // A pair of shm_rings, ping and pong, polling `spin` times before sleeping.
+template <ptk::ring_layout L = ptk::ring_layout::packed>
 class ring_echo {
  public:
   explicit ring_echo(int spin) {
@@ -199,8 +201,9 @@ class ring_echo {
   }
 
  private:
-  ptk::shm_ring<std::uint64_t> ping_ = ptk::shm_ring<std::uint64_t>::anonymous(16);
-  ptk::shm_ring<std::uint64_t> pong_ = ptk::shm_ring<std::uint64_t>::anonymous(16);
+  using ring = ptk::shm_ring<std::uint64_t, L>;
+  ring ping_ = ring::anonymous(16);
+  ring pong_ = ring::anonymous(16);
   pid_t child_ = -1;
   std::uint64_t i_ = 0;
 };
@@ -303,9 +306,13 @@ void round_trips(benchmark::State& state, Args... args) {
 }
 
 void BM_roundtrip_ptk(benchmark::State& state) {
-  round_trips<ring_echo>(state, ptk::detail::spin_rounds);
+  round_trips<ring_echo<>>(state, ptk::detail::spin_rounds);
 }
-void BM_roundtrip_sleep_ptk(benchmark::State& state) { round_trips<ring_echo>(state, 0); }
+// The layout made for round trips (ptk::ring_layout::stamped).
+void BM_roundtrip_ptk_stamped(benchmark::State& state) {
+  round_trips<ring_echo<ptk::ring_layout::stamped>>(state, ptk::detail::spin_rounds);
+}
+void BM_roundtrip_sleep_ptk(benchmark::State& state) { round_trips<ring_echo<>>(state, 0); }
 void BM_roundtrip_raw_spin(benchmark::State& state) { round_trips<spin_echo>(state); }
 void BM_roundtrip_raw_futex(benchmark::State& state) { round_trips<futex_echo>(state); }
 
@@ -347,14 +354,23 @@ void fresh_pairs(benchmark::State& state, const char* peer_name, Ptk ptk_side, P
 void BM_roundtrip_spin_fresh_pairs(benchmark::State& state) {
   fresh_pairs(
       state, "raw_shm_spin",
-      [] { return fresh_round_trips<ring_echo>(1000, 5000, ptk::detail::spin_rounds); },
+      [] { return fresh_round_trips<ring_echo<>>(1000, 5000, ptk::detail::spin_rounds); },
+      [] { return fresh_round_trips<spin_echo>(1000, 5000); });
+}
+void BM_roundtrip_spin_fresh_pairs_stamped(benchmark::State& state) {
+  fresh_pairs(
+      state, "raw_shm_spin",
+      [] {
+        return fresh_round_trips<ring_echo<ptk::ring_layout::stamped>>(1000, 5000,
+                                                                       ptk::detail::spin_rounds);
+      },
       [] { return fresh_round_trips<spin_echo>(1000, 5000); });
 }
 
 // The ring that sleeps at once against the futex floor.
 void BM_roundtrip_sleeping_fresh_pairs(benchmark::State& state) {
   fresh_pairs(
-      state, "raw_futex", [] { return fresh_round_trips<ring_echo>(20, 200, 0); },
+      state, "raw_futex", [] { return fresh_round_trips<ring_echo<>>(20, 200, 0); },
       [] { return fresh_round_trips<futex_echo>(20, 200); });
 }
 
@@ -781,8 +797,12 @@ void BM_pipe_roundtrip_raw_socketpair(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_spsc<spsc_ptk_once>)
+BENCHMARK(BM_spsc<spsc_ptk_once<ptk::ring_layout::packed>>)
     ->Name("BM_spsc_8B_items/ptk_shm_ring")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_spsc<spsc_ptk_once<ptk::ring_layout::stamped>>)
+    ->Name("BM_spsc_8B_items/ptk_shm_ring_stamped")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 #if PTK_BENCH_HAVE_MOODYCAMEL
@@ -802,6 +822,7 @@ BENCHMARK(BM_spsc_interleaved)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_roundtrip_ptk)->Name("BM_xproc_roundtrip/ptk_shm_ring")->UseRealTime();
+BENCHMARK(BM_roundtrip_ptk_stamped)->Name("BM_xproc_roundtrip/ptk_shm_ring_stamped")->UseRealTime();
 BENCHMARK(BM_roundtrip_raw_spin)->Name("BM_xproc_roundtrip/raw_shm_spin")->UseRealTime();
 BENCHMARK(BM_roundtrip_sleep_ptk)
     ->Name("BM_xproc_roundtrip_sleeping/ptk_shm_ring_no_spin")
@@ -853,6 +874,10 @@ BENCHMARK(BM_pipe_roundtrip_raw_socketpair)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_roundtrip_spin_fresh_pairs)
     ->Name("BM_xproc_roundtrip_fresh_pairs/ptk_shm_ring")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_roundtrip_spin_fresh_pairs_stamped)
+    ->Name("BM_xproc_roundtrip_fresh_pairs_stamped/ptk_shm_ring_stamped")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_roundtrip_sleeping_fresh_pairs)

@@ -36,12 +36,16 @@ ptk::task<std::vector<typename Channel::value_type>> drain(Channel& ch, channel_
   }
 }
 
+using packed_ring = ptk::shm_ring<int>;
+using stamped_ring = ptk::shm_ring<int, ptk::ring_layout::stamped>;
+
 }  // namespace
 
-TEST_CASE("async_recv on a shm_ring, fed by another thread", "[ipc][async]") {
+TEMPLATE_TEST_CASE("async_recv on a shm_ring, fed by another thread", "[ipc][async]", packed_ring,
+                   stamped_ring) {
   const shm_name name;
-  auto rx = ptk::shm_ring<int>::create(name, 8);
-  auto tx = ptk::shm_ring<int>::open(name);
+  auto rx = TestType::create(name, 8);
+  auto tx = TestType::open(name);
   std::atomic<int> failures{0};  // Catch assertions are for the main thread only
   std::thread producer([&] {
     for (int i = 0; i < 5000; ++i) failures += tx.send(i) != channel_status::ok;

@@ -28,12 +28,24 @@ using namespace std::chrono_literals;
 using ptk::channel_status;
 using namespace ptk::test;
 
-TEST_CASE("shm_ring carries fixed-size messages in order between threads", "[ipc][shm_ring]") {
+namespace {
+// The slot layouts, as types for TEMPLATE_TEST_CASE.
+template <ptk::ring_layout L>
+struct layout {
+  static constexpr ptk::ring_layout value = L;
+};
+using packed = layout<ptk::ring_layout::packed>;
+using stamped = layout<ptk::ring_layout::stamped>;
+}  // namespace
+
+TEMPLATE_TEST_CASE("shm_ring carries fixed-size messages in order between threads",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using u64_ring = ptk::shm_ring<std::uint64_t, TestType::value>;
   const shm_name name;
   const int fds = open_fd_count();
   {
-    auto tx = ptk::shm_ring<std::uint64_t>::create(name, 64);
-    auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+    auto tx = u64_ring::create(name, 64);
+    auto rx = u64_ring::open(name);
     CHECK(tx.capacity() == 64);
     constexpr std::uint64_t n = 200000;
     std::atomic<int> failures{0};  // Catch assertions are for the main thread only
@@ -131,9 +143,11 @@ TEST_CASE("shm_ring vectors and loans write in place", "[ipc][shm_ring]") {
   CHECK(std::string(r->text.data()) == "in place");
 }
 
-TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]", packed,
+                   stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
   const shm_name name;
-  auto ring = ptk::shm_ring<int>::create(name, 2);
+  auto ring = int_ring::create(name, 2);
   CHECK(ring.try_recv().status() == channel_status::empty);
   CHECK(ring.recv_for(20ms).status() == channel_status::timeout);
   CHECK(ring.try_send(1) == channel_status::ok);
@@ -158,17 +172,21 @@ TEST_CASE("shm_ring timeouts, try forms and stop tokens", "[ipc][shm_ring]") {
   CHECK(ring.try_recv().status() == channel_status::empty);
 }
 
-TEST_CASE("shm_ring of small slots between threads: capacity is a floor, with a line's slack",
-          "[ipc][shm_ring]") {
-  // 8-byte slots, 8 to a cache line: the consumer may publish its head a line at a
-  // time, so up to 7 messages beyond capacity() fit; never fewer than capacity().
+TEMPLATE_TEST_CASE(
+    "shm_ring of small slots between threads: capacity is a floor, with a line's slack",
+    "[ipc][shm_ring]", packed, stamped) {
+  using u64_ring = ptk::shm_ring<std::uint64_t, TestType::value>;
+  // 8-byte slots, 8 to a cache line (7 next to a stamp): the consumer may publish
+  // its head a line at a time, so up to 7 (6) messages beyond capacity() fit; never
+  // fewer than capacity().
+  const std::uint64_t slack = TestType::value == ptk::ring_layout::stamped ? 6 : 7;
   const shm_name name;
-  auto ring = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  auto ring = u64_ring::create(name, 256);
   REQUIRE(ring.capacity() == 256);
   std::uint64_t sent = 0;
   while (ring.try_send(sent) == channel_status::ok) ++sent;
   CHECK(sent >= 256);
-  CHECK(sent <= 256 + 7);
+  CHECK(sent <= 256 + slack);
 
   // Whatever was accepted, a blocked sender gets in as soon as fewer than capacity()
   // messages are queued, even when the consumer stops in the middle of a line.
@@ -196,30 +214,32 @@ TEST_CASE("shm_ring of small slots between threads: capacity is a floor, with a 
   CHECK(ring.try_recv().status() == channel_status::empty);
 }
 
-TEST_CASE("shm_ring: a consumer's successor starts after the last message received",
-          "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring: a consumer's successor starts after the last message received",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using u64_ring = ptk::shm_ring<std::uint64_t, TestType::value>;
   const shm_name name;
-  auto tx = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  auto tx = u64_ring::create(name, 256);
   for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(tx.send(i) == channel_status::ok);
   {
-    auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+    auto rx = u64_ring::open(name);
     // Past one line boundary (where the head is published) and stopped mid-line.
     for (std::uint64_t i = 0; i < 11; ++i) CHECK(*rx.recv() == i);
   }
-  auto rx = ptk::shm_ring<std::uint64_t>::open(name);
+  auto rx = u64_ring::open(name);
   for (std::uint64_t i = 11; i < 20; ++i) CHECK(*rx.recv() == i);
   CHECK(rx.try_recv().status() == channel_status::empty);
 }
 
-TEST_CASE("shm_ring across processes: capacity is exact and the head is freed per message",
-          "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring across processes: capacity is exact and the head is freed per message",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using u64_ring = ptk::shm_ring<std::uint64_t, TestType::value>;
   const shm_name name;
-  auto rx = ptk::shm_ring<std::uint64_t>::create(name, 256);
+  auto rx = u64_ring::create(name, 256);
   REQUIRE(rx.try_recv().status() == channel_status::empty);  // the parent consumes
-  auto ack = ptk::shm_ring<std::uint64_t>::anonymous(4);     // child to parent
-  auto go = ptk::shm_ring<std::uint64_t>::anonymous(4);      // parent to child
+  auto ack = u64_ring::anonymous(4);                         // child to parent
+  auto go = u64_ring::anonymous(4);                          // parent to child
   const pid_t child = fork_child([&] {
-    auto tx = ptk::shm_ring<std::uint64_t>::open(name.str());
+    auto tx = u64_ring::open(name.str());
     std::uint64_t sent = 0;
     while (tx.try_send(sent) == channel_status::ok) ++sent;
     if (sent != 256) return 1;
@@ -243,10 +263,12 @@ TEST_CASE("shm_ring across processes: capacity is exact and the head is freed pe
   CHECK(rx.try_recv().status() == channel_status::peer_lost);
 }
 
-TEST_CASE("shm_ring close: sends fail, receivers drain, then see closed", "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring close: sends fail, receivers drain, then see closed",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
   const shm_name name;
-  auto tx = ptk::shm_ring<int>::create(name, 8);
-  auto rx = ptk::shm_ring<int>::open(name);
+  auto tx = int_ring::create(name, 8);
+  auto rx = int_ring::open(name);
   std::atomic<channel_status> woke{channel_status::ok};
   std::atomic<pid_t> tid{0};
   std::thread waiter([&] {
@@ -259,7 +281,7 @@ TEST_CASE("shm_ring close: sends fail, receivers drain, then see closed", "[ipc]
   CHECK(woke == channel_status::closed);
 
   const shm_name name2;
-  auto a = ptk::shm_ring<int>::create(name2, 8);
+  auto a = int_ring::create(name2, 8);
   REQUIRE(a.send(1) == channel_status::ok);
   REQUIRE(a.send(2) == channel_status::ok);
   a.close();
@@ -317,13 +339,15 @@ TEST_CASE("shm_ring survives a producer killed in the middle of a message", "[ip
   CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
 }
 
-TEST_CASE("shm_ring: producers killed at random points lose nothing committed", "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring: producers killed at random points lose nothing committed",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using u64_ring = ptk::shm_ring<std::uint64_t, TestType::value>;
   std::mt19937 rng(1234);
   for (int round = 0; round < 8; ++round) {
     const shm_name name;
-    auto ring = ptk::shm_ring<std::uint64_t>::create(name, 64);
+    auto ring = u64_ring::create(name, 64);
     const pid_t child = fork_child([&] {
-      auto tx = ptk::shm_ring<std::uint64_t>::open(name.str());
+      auto tx = u64_ring::open(name.str());
       for (std::uint64_t i = 0;; ++i) {
         if (tx.send(i) != channel_status::ok) return 1;
       }
@@ -345,13 +369,15 @@ TEST_CASE("shm_ring: producers killed at random points lose nothing committed", 
   }
 }
 
-TEST_CASE("shm_ring: a sender blocked on a full ring learns its consumer died", "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring: a sender blocked on a full ring learns its consumer died",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
   const shm_name name;
-  auto ring = ptk::shm_ring<int>::create(name, 4);
+  auto ring = int_ring::create(name, 4);
   int pipefd[2];
   REQUIRE(::pipe2(pipefd, O_CLOEXEC) == 0);
   const pid_t child = fork_child([&] {
-    auto rx = ptk::shm_ring<int>::open(name.str());
+    auto rx = int_ring::open(name.str());
     const bool ok = rx.recv().has_value();  // claims the consumer role
     char c = ok ? 'y' : 'n';
     (void)!::write(pipefd[1], &c, 1);
@@ -384,7 +410,8 @@ bool sleeps_without_timer(pid_t tid) {
 
 // A child that sends one message on anonymous ring `ring`, then waits to be killed
 // (or dies with its parent, so a failing test leaves no orphan behind).
-pid_t producer_that_stays(ptk::shm_ring<int>& ring) {
+template <class Ring>
+pid_t producer_that_stays(Ring& ring) {
   const pid_t parent = ::getpid();
   return fork_child([&ring, parent] {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -396,7 +423,8 @@ pid_t producer_that_stays(ptk::shm_ring<int>& ring) {
 
 // A thread receiving from `ring` with no deadline sleeps untimed until `child`
 // (its producer) is SIGKILLed; the receive then reports peer_lost. 0 when all held.
-int death_wakes_untimed_sleeper(ptk::shm_ring<int>& ring, pid_t child) {
+template <class Ring>
+int death_wakes_untimed_sleeper(Ring& ring, pid_t child) {
   if (!ring.recv().has_value()) return 1;  // the producer is attached and known
   std::atomic<pid_t> tid{0};
   std::atomic<channel_status> result{channel_status::ok};
@@ -413,9 +441,10 @@ int death_wakes_untimed_sleeper(ptk::shm_ring<int>& ring, pid_t child) {
 }
 }  // namespace
 
-TEST_CASE("shm_ring: a receiver sleeps with no timer; its producer's death wakes it",
-          "[ipc][shm_ring]") {
-  auto ring = ptk::shm_ring<int>::anonymous(16);
+TEMPLATE_TEST_CASE("shm_ring: a receiver sleeps with no timer; its producer's death wakes it",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
+  auto ring = int_ring::anonymous(16);
   CHECK(death_wakes_untimed_sleeper(ring, producer_that_stays(ring)) == 0);
 }
 
@@ -431,12 +460,14 @@ TEST_CASE("shm_ring: a forked child's sleeps are woken by its own death alarm", 
 }
 #endif
 
-TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][shm_ring]", packed,
+                   stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
   const shm_name name;
-  auto ring = ptk::shm_ring<int>::create(name, 4);
+  auto ring = int_ring::create(name, 4);
   REQUIRE(ring.send(1) == channel_status::ok);
   const pid_t child = fork_child([&] {
-    auto other = ptk::shm_ring<int>::open(name.str());
+    auto other = int_ring::open(name.str());
     try {
       other.send(2);
     } catch (const std::logic_error& e) {
@@ -508,12 +539,128 @@ TEST_CASE("shm_ring rejects a corrupt record length", "[ipc][shm_ring]") {
   CHECK_THROWS_AS(ring.try_recv(), ptk::channel_error);
 }
 
-TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring]") {
-  auto ring = ptk::shm_ring<int>::anonymous(16);
+TEST_CASE("shm_ring: both ends must use the same slot layout", "[ipc][shm_ring]") {
+  using Catch::Matchers::Contains;
+  const shm_name name;
+  auto ring = ptk::shm_ring<std::uint64_t, ptk::ring_layout::stamped>::create(name, 16);
+  CHECK_THROWS_WITH(ptk::shm_ring<std::uint64_t>::open(name),
+                    Contains("created with the stamped layout, opened as packed"));
+  const shm_name other;
+  auto dense = ptk::shm_ring<std::uint64_t>::create(other, 16);
+  CHECK_THROWS_WITH((ptk::shm_ring<std::uint64_t, ptk::ring_layout::stamped>::open(other)),
+                    Contains("created with the packed layout, opened as stamped"));
+}
+
+namespace {
+using stamped_ring = ptk::shm_ring<std::uint64_t, ptk::ring_layout::stamped>;
+
+// A message of N 8-byte words.
+template <std::size_t N>
+struct words {
+  std::array<std::uint64_t, N> w;
+};
+
+// The stamp of cell 0 of a stamped_ring: 7 slots of 8 bytes, then the stamp.
+std::atomic<std::uint64_t>* first_stamp(ptk::shared_memory& raw) {
+  return reinterpret_cast<std::atomic<std::uint64_t>*>(raw.data() +
+                                                       sizeof(ptk::detail::ring_control) + 56);
+}
+}  // namespace
+
+TEST_CASE(
+    "shm_ring stamped: a producer that died between a stamp and the tail; its successor "
+    "follows",
+    "[ipc][shm_ring]") {
+  // The consumer waits by the stamp next to each message, so a message whose tail
+  // store never happened is delivered; a successor producer must start after it,
+  // neither overwriting it nor leaving a gap.
+  const shm_name name;
+  auto rx = stamped_ring::create(name, 16);
+  {
+    auto tx = stamped_ring::open(name);
+    for (std::uint64_t i = 0; i < 3; ++i) REQUIRE(tx.send(i) == channel_status::ok);
+  }
+  auto raw = ptk::shared_memory::open(name);
+  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(
+      raw.data() + offsetof(ptk::detail::ring_control, tail));
+  REQUIRE(tail->load() == 3);
+  REQUIRE(first_stamp(raw)->load() == 3);
+  tail->store(2);  // as if the producer died right after message 2's stamp
+
+  CHECK(*rx.recv_for(30s) == 0);
+  CHECK(*rx.recv_for(30s) == 1);
+  {
+    auto tx = stamped_ring::open(name);
+    REQUIRE(tx.send(3) == channel_status::ok);
+  }
+  for (std::uint64_t i = 2; i < 4; ++i) {
+    auto v = rx.recv_for(30s);
+    REQUIRE(v);
+    CHECK(*v == i);
+  }
+  // Once more, and this time the consumer takes the stamped message before any
+  // successor comes: the tail then trails the consumer's head, which is no corruption.
+  {
+    auto tx = stamped_ring::open(name);
+    REQUIRE(tx.send(4) == channel_status::ok);
+  }
+  tail->store(4);
+  CHECK(*rx.recv_for(30s) == 4);
+  CHECK(rx.try_recv().status() == channel_status::peer_lost);
+}
+
+TEST_CASE("shm_ring stamped: a corrupt stamp is an error on both sides", "[ipc][shm_ring]") {
+  using Catch::Matchers::Contains;
+  const shm_name name;
+  auto rx = stamped_ring::create(name, 16);
+  REQUIRE(rx.try_recv().status() == channel_status::empty);
+  auto raw = ptk::shared_memory::open(name);
+  first_stamp(raw)->store(1000);
+  CHECK_THROWS_WITH(rx.recv_for(30s), Contains("stamp"));
+  auto tx = stamped_ring::open(name);
+  CHECK_THROWS_WITH(tx.try_send(1), Contains("stamp"));
+}
+
+TEST_CASE("shm_ring stamped: slots of every size cross the wrap-around intact", "[ipc][shm_ring]") {
+  // 24-byte slots (2 to a line next to the stamp) and 72-byte ones (a cell of two
+  // lines, the stamp after the message), between two threads, many times round.
+  const auto run = [](auto tag) {
+    using msg = decltype(tag);
+    using ring_t = ptk::shm_ring<msg, ptk::ring_layout::stamped>;
+    const shm_name name;
+    auto tx = ring_t::create(name, 8);
+    auto rx = ring_t::open(name);
+    constexpr std::uint64_t n = 20000;
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < n; ++i) {
+        msg m{};
+        for (auto& w : m.w) w = i;
+        if (tx.send(m) != channel_status::ok) return;
+      }
+      tx.close();
+    });
+    std::uint64_t expect = 0;
+    bool intact = true;
+    while (auto v = rx.recv()) {
+      for (auto w : v->w) intact = intact && w == expect;
+      ++expect;
+    }
+    producer.join();
+    CHECK(intact);
+    CHECK(expect == n);
+  };
+  run(words<3>{});
+  run(words<9>{});
+}
+
+TEMPLATE_TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring]", packed,
+                   stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
+  auto ring = int_ring::anonymous(16);
   CHECK(ring.segment().name().empty());
   const int fd = ring.fd();
   const pid_t child = fork_child([&] {
-    auto tx = ptk::shm_ring<int>::from_fd(::dup(fd));
+    auto tx = int_ring::from_fd(::dup(fd));
     for (int i = 0; i < 1000; ++i) tx.send(i * 3);
     tx.close();
     return 0;
@@ -524,17 +671,19 @@ TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc][shm_ring
   CHECK(wait_exit_code(child) == 0);
 }
 
-TEST_CASE("shm_ring: a partner that sleeps on every message switches the publisher to full fences",
-          "[ipc][shm_ring]") {
+TEMPLATE_TEST_CASE(
+    "shm_ring: a partner that sleeps on every message switches the publisher to full fences",
+    "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
   const shm_name ping_name, pong_name;
-  auto ping = ptk::shm_ring<int>::create(ping_name, 4);
-  auto pong = ptk::shm_ring<int>::create(pong_name, 4);
+  auto ping = int_ring::create(ping_name, 4);
+  auto pong = int_ring::create(pong_name, 4);
   ping.set_spin(0);
   pong.set_spin(0);
   std::atomic<int> failures{0};
   std::thread echo([&] {
-    auto rx = ptk::shm_ring<int>::open(ping_name);
-    auto tx = ptk::shm_ring<int>::open(pong_name);
+    auto rx = int_ring::open(ping_name);
+    auto tx = int_ring::open(pong_name);
     rx.set_spin(0);
     for (;;) {
       auto v = rx.recv();

@@ -80,7 +80,8 @@ constexpr std::uint64_t type_hash() noexcept {
 inline constexpr std::uint64_t segment_magic = 0x315f4d48534b5450ULL;  // "PTKSHM_1"
 // 2: ptk::queue claims slots through per-slot state words instead of a lock.
 // 3: a shm_ring of slots under 64 bytes has spare slots beyond its capacity.
-inline constexpr std::uint32_t segment_version = 3;
+// 4: a shm_ring records its slot layout (ptk::ring_layout) in `param`.
+inline constexpr std::uint32_t segment_version = 4;
 
 enum class segment_kind : std::uint32_t { ring = 1, queue = 2, value = 3, array = 4 };
 
@@ -403,6 +404,10 @@ struct wake_rate {
 /// Publishes in a row without a wake-up after which a fenced publisher goes back
 /// to compiler-only fences.
 inline constexpr std::uint32_t fenced_quiet_publishes = 16384;
+/// A publisher switches to full fences after this many wake-ups...
+inline constexpr std::uint32_t fence_switch_wakes = 8;
+/// ...within this many messages: the partner sleeps after nearly every message.
+inline constexpr std::uint64_t fence_switch_window = 32;
 
 /// publish_and_wake's rare part: a fenced publish, or a sleeper to wake.
 [[gnu::noinline]] inline void publish_and_wake_slow(futex_word& sleeping,
@@ -429,8 +434,8 @@ inline constexpr std::uint32_t fenced_quiet_publishes = 16384;
   sleeping.store(0, std::memory_order_relaxed);
   futex_wake_all(sleeping);
   if (rate.wakes++ == 0) rate.window_start = position;
-  if (rate.wakes == 64) {
-    if (position - rate.window_start < 256) {
+  if (rate.wakes == fence_switch_wakes) {
+    if (position - rate.window_start < fence_switch_window) {
       announce.store(1, std::memory_order_seq_cst);
       rate.fenced = true;
       rate.quiet = 0;
@@ -440,7 +445,8 @@ inline constexpr std::uint32_t fenced_quiet_publishes = 16384;
 }
 
 /// The publisher's half: fence (fully while `rate.fenced`) and wake a flagged
-/// sleeper. When 64 wake-ups happen within 256 positions (the partner sleeps after
+/// sleeper. `position` counts the publisher's messages. When fence_switch_wakes
+/// wake-ups happen within fence_switch_window messages (the partner sleeps after
 /// nearly every message), switch to a full fence per publish and announce it in
 /// `announce`, so the sleeper stops paying for a membarrier (whose inter-processor
 /// interrupts cost tens of microseconds in a VM) on every sleep. A ring whose
