@@ -704,6 +704,40 @@ TEMPLATE_TEST_CASE(
   CHECK(announced->load() == 1);  // the echo thread slept after (nearly) every message
 }
 
+TEST_CASE("shm_ring of strings: a partner that sleeps on every message switches fences too",
+          "[ipc][shm_ring]") {
+  // Variable-size rings count positions in bytes; the switch counts messages.
+  const shm_name ping_name;
+  auto ping = ptk::shm_ring<std::string>::create(ping_name, 4096);
+  auto pong = ptk::shm_ring<std::string>::anonymous(4096);
+  ping.set_spin(0);
+  pong.set_spin(0);
+  std::atomic<int> failures{0};
+  std::thread echo([&] {
+    auto rx = ptk::shm_ring<std::string>::open(ping_name);
+    rx.set_spin(0);
+    for (;;) {
+      auto v = rx.recv();
+      if (!v) return;
+      failures += pong.send(*v) != channel_status::ok;
+    }
+  });
+  for (int i = 0; i < 500; ++i) {
+    const std::string m = "message number " + std::to_string(i) + std::string(100, 'x');
+    REQUIRE(ping.send(m) == channel_status::ok);
+    auto r = pong.recv_for(30s);
+    REQUIRE(r);
+    REQUIRE(*r == m);
+  }
+  ping.close();
+  echo.join();
+  CHECK(failures == 0);
+  auto raw = ptk::shared_memory::open(ping_name);
+  const auto* announced = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+      raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
+  CHECK(announced->load() == 1);
+}
+
 TEST_CASE("shm_ring: a fenced publisher whose partner stops sleeping goes back to light fences",
           "[ipc][shm_ring]") {
   const shm_name ping_name, pong_name;
