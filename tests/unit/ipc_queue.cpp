@@ -26,8 +26,10 @@ using namespace ptk::test;
 using ptk::channel_status;
 
 TEST_CASE("queue: many threads send and receive, each message exactly once", "[ipc][queue]") {
-  ptk::queue<std::uint64_t> q{64};
-  CHECK(q.capacity() == 64);
+  // A power-of-two capacity and another (slots are found by a shift or a division).
+  const std::size_t capacity = GENERATE(std::size_t{64}, std::size_t{100});
+  ptk::queue<std::uint64_t> q{capacity};
+  CHECK(q.capacity() == capacity);
   constexpr int producers = 3, consumers = 3, per = 20000;
   std::vector<std::vector<std::uint64_t>> got(consumers);
   std::vector<std::thread> threads;

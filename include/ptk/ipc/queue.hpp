@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -201,6 +202,7 @@ class queue {
         ctl_(std::exchange(o.ctl_, nullptr)),
         slots_(o.slots_),
         cap_(o.cap_),
+        cap_shift_(o.cap_shift_),
         slot_size_(o.slot_size_),
         max_message_(o.max_message_),
         sent_(o.sent_.load()),
@@ -381,6 +383,7 @@ class queue {
       }
     }
     cap_ = g.cap;
+    cap_shift_ = std::has_single_bit(cap_) ? std::countr_zero(cap_) : -1;
     slot_size_ = g.slot;
     max_message_ = static_cast<std::size_t>(g.max_message);
     slots_ = seg_.data() + sizeof(detail::queue_control);
@@ -470,7 +473,8 @@ class queue {
     std::uint64_t turn;
   };
   slot_ref slot_at(std::uint64_t pos) const noexcept {
-    const std::uint64_t turn = pos / cap_;
+    // A capacity that is a power of two (the common case) divides by a shift.
+    const std::uint64_t turn = cap_shift_ >= 0 ? pos >> cap_shift_ : pos / cap_;
     std::byte* s = slots_ + static_cast<std::size_t>((pos - turn * cap_) * slot_size_);
     return {reinterpret_cast<slot_state*>(s), s + detail::queue_slot_header, turn};
   }
@@ -781,6 +785,7 @@ class queue {
   detail::queue_control* ctl_ = nullptr;
   std::byte* slots_ = nullptr;
   std::uint64_t cap_ = 0;
+  int cap_shift_ = -1;  // log2(cap_) when it is a power of two
   std::uint64_t slot_size_ = 0;
   std::size_t max_message_ = 0;
   std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
