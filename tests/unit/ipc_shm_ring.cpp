@@ -671,29 +671,30 @@ TEMPLATE_TEST_CASE("shm_ring anonymous: passed to a child by descriptor", "[ipc]
   CHECK(wait_exit_code(child) == 0);
 }
 
-TEMPLATE_TEST_CASE(
-    "shm_ring: a partner that sleeps on every message switches the publisher to full fences",
-    "[ipc][shm_ring]", packed, stamped) {
-  using int_ring = ptk::shm_ring<int, TestType::value>;
-  const shm_name ping_name, pong_name;
-  auto ping = int_ring::create(ping_name, 4);
-  auto pong = int_ring::create(pong_name, 4);
+namespace {
+// Sends make(0) .. make(n - 1) on `ping` (named `ping_name`) to an echo thread that
+// sleeps before every message and answers on `pong`; checks each answer. Returns
+// whether the producer of `ping` ended up announcing full fences.
+template <class Ring, class Make>
+bool sleeping_partner_switches_fences(Ring& ping, const shm_name& ping_name, Ring& pong, int n,
+                                      Make make) {
   ping.set_spin(0);
   pong.set_spin(0);
   std::atomic<int> failures{0};
   std::thread echo([&] {
-    auto rx = int_ring::open(ping_name);
-    auto tx = int_ring::open(pong_name);
+    auto rx = Ring::open(ping_name);
     rx.set_spin(0);
     for (;;) {
       auto v = rx.recv();
       if (!v) return;
-      failures += tx.send(*v) != channel_status::ok;
+      failures += pong.send(*v) != channel_status::ok;
     }
   });
-  for (int i = 0; i < 2000; ++i) {
-    REQUIRE(ping.send(i) == channel_status::ok);
-    REQUIRE(*pong.recv_for(30s) == i);  // every message crosses, whichever fence is used
+  for (int i = 0; i < n; ++i) {
+    REQUIRE(ping.send(make(i)) == channel_status::ok);
+    auto r = pong.recv_for(30s);  // every message crosses, whichever fence is used
+    REQUIRE(r);
+    REQUIRE(*r == make(i));
   }
   ping.close();
   echo.join();
@@ -701,7 +702,19 @@ TEMPLATE_TEST_CASE(
   auto raw = ptk::shared_memory::open(ping_name);
   const auto* announced = reinterpret_cast<const std::atomic<std::uint32_t>*>(
       raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
-  CHECK(announced->load() == 1);  // the echo thread slept after (nearly) every message
+  return announced->load() == 1;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE(
+    "shm_ring: a partner that sleeps on every message switches the publisher to full fences",
+    "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
+  const shm_name ping_name;
+  auto ping = int_ring::create(ping_name, 4);
+  auto pong = int_ring::anonymous(4);
+  // The echo thread slept after (nearly) every message.
+  CHECK(sleeping_partner_switches_fences(ping, ping_name, pong, 2000, [](int i) { return i; }));
 }
 
 TEST_CASE("shm_ring of strings: a partner that sleeps on every message switches fences too",
@@ -710,32 +723,9 @@ TEST_CASE("shm_ring of strings: a partner that sleeps on every message switches 
   const shm_name ping_name;
   auto ping = ptk::shm_ring<std::string>::create(ping_name, 4096);
   auto pong = ptk::shm_ring<std::string>::anonymous(4096);
-  ping.set_spin(0);
-  pong.set_spin(0);
-  std::atomic<int> failures{0};
-  std::thread echo([&] {
-    auto rx = ptk::shm_ring<std::string>::open(ping_name);
-    rx.set_spin(0);
-    for (;;) {
-      auto v = rx.recv();
-      if (!v) return;
-      failures += pong.send(*v) != channel_status::ok;
-    }
-  });
-  for (int i = 0; i < 500; ++i) {
-    const std::string m = "message number " + std::to_string(i) + std::string(100, 'x');
-    REQUIRE(ping.send(m) == channel_status::ok);
-    auto r = pong.recv_for(30s);
-    REQUIRE(r);
-    REQUIRE(*r == m);
-  }
-  ping.close();
-  echo.join();
-  CHECK(failures == 0);
-  auto raw = ptk::shared_memory::open(ping_name);
-  const auto* announced = reinterpret_cast<const std::atomic<std::uint32_t>*>(
-      raw.data() + offsetof(ptk::detail::ring_control, producer_fenced));
-  CHECK(announced->load() == 1);
+  CHECK(sleeping_partner_switches_fences(ping, ping_name, pong, 500, [](int i) {
+    return "message number " + std::to_string(i) + std::string(100, 'x');
+  }));
 }
 
 TEST_CASE("shm_ring: a fenced publisher whose partner stops sleeping goes back to light fences",
