@@ -78,7 +78,7 @@ inline constexpr std::uint32_t record_wrap = 0x5257;  // "WR"
 /// crossing between cores is expensive, a polling round trip took 0.9 to 1.1x a raw
 /// one-word ping-pong stamped against 1.3 to 1.5x packed; on an AMD EPYC (Zen 3),
 /// where two crossings overlap well, packed took 1.1 to 1.25x and stamped 1.1 to
-/// 1.3x. Stamped streams 15 to 40% slower between two threads on both.
+/// 1.3x. Stamped streams 10 to 40% slower between two threads on both.
 ///
 /// Variable-size rings (strings, vectors) always use length-prefixed records. Both
 /// ends must use the same layout: opening a ring with the other one is a
