@@ -305,12 +305,10 @@ void round_trips(benchmark::State& state, Args... args) {
   }
 }
 
+// The default-waiting ring, in either layout (see ptk::ring_layout).
+template <ptk::ring_layout L>
 void BM_roundtrip_ptk(benchmark::State& state) {
-  round_trips<ring_echo<>>(state, ptk::detail::spin_rounds);
-}
-// The layout made for round trips (ptk::ring_layout::stamped).
-void BM_roundtrip_ptk_stamped(benchmark::State& state) {
-  round_trips<ring_echo<ptk::ring_layout::stamped>>(state, ptk::detail::spin_rounds);
+  round_trips<ring_echo<L>>(state, ptk::detail::spin_rounds);
 }
 void BM_roundtrip_sleep_ptk(benchmark::State& state) { round_trips<ring_echo<>>(state, 0); }
 void BM_roundtrip_raw_spin(benchmark::State& state) { round_trips<spin_echo>(state); }
@@ -350,20 +348,12 @@ void fresh_pairs(benchmark::State& state, const char* peer_name, Ptk ptk_side, P
   state.counters[std::string("peer:") + peer_name] = median_of(peer_times);
 }
 
-// The default-waiting ring against the spin floor.
+// The default-waiting ring, in either layout, against the spin floor.
+template <ptk::ring_layout L>
 void BM_roundtrip_spin_fresh_pairs(benchmark::State& state) {
   fresh_pairs(
       state, "raw_shm_spin",
-      [] { return fresh_round_trips<ring_echo<>>(1000, 5000, ptk::detail::spin_rounds); },
-      [] { return fresh_round_trips<spin_echo>(1000, 5000); });
-}
-void BM_roundtrip_spin_fresh_pairs_stamped(benchmark::State& state) {
-  fresh_pairs(
-      state, "raw_shm_spin",
-      [] {
-        return fresh_round_trips<ring_echo<ptk::ring_layout::stamped>>(1000, 5000,
-                                                                       ptk::detail::spin_rounds);
-      },
+      [] { return fresh_round_trips<ring_echo<L>>(1000, 5000, ptk::detail::spin_rounds); },
       [] { return fresh_round_trips<spin_echo>(1000, 5000); });
 }
 
@@ -821,8 +811,12 @@ BENCHMARK(BM_spsc_interleaved)
     ->Name("BM_spsc_8B_items_interleaved/ptk_shm_ring")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_roundtrip_ptk)->Name("BM_xproc_roundtrip/ptk_shm_ring")->UseRealTime();
-BENCHMARK(BM_roundtrip_ptk_stamped)->Name("BM_xproc_roundtrip/ptk_shm_ring_stamped")->UseRealTime();
+BENCHMARK(BM_roundtrip_ptk<ptk::ring_layout::packed>)
+    ->Name("BM_xproc_roundtrip/ptk_shm_ring")
+    ->UseRealTime();
+BENCHMARK(BM_roundtrip_ptk<ptk::ring_layout::stamped>)
+    ->Name("BM_xproc_roundtrip/ptk_shm_ring_stamped")
+    ->UseRealTime();
 BENCHMARK(BM_roundtrip_raw_spin)->Name("BM_xproc_roundtrip/raw_shm_spin")->UseRealTime();
 BENCHMARK(BM_roundtrip_sleep_ptk)
     ->Name("BM_xproc_roundtrip_sleeping/ptk_shm_ring_no_spin")
@@ -872,11 +866,11 @@ BENCHMARK(BM_pipe_roundtrip_raw_socketpair)
     ->Name("BM_pipe_roundtrip/raw_socketpair")
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_roundtrip_spin_fresh_pairs)
+BENCHMARK(BM_roundtrip_spin_fresh_pairs<ptk::ring_layout::packed>)
     ->Name("BM_xproc_roundtrip_fresh_pairs/ptk_shm_ring")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_roundtrip_spin_fresh_pairs_stamped)
+BENCHMARK(BM_roundtrip_spin_fresh_pairs<ptk::ring_layout::stamped>)
     ->Name("BM_xproc_roundtrip_fresh_pairs_stamped/ptk_shm_ring_stamped")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

@@ -94,9 +94,7 @@ template <class T>
 class recv_result {
  public:
   /// A received value. @param v the value.
-  recv_result(T v) : has_(true) {  // NOLINT(google-explicit-constructor)
-    ::new (static_cast<void*>(&value_)) T(std::move(v));
-  }
+  recv_result(T v) { emplace(std::move(v)); }  // NOLINT(google-explicit-constructor)
   /// No value. @param s why (never `ok`).
   recv_result(channel_status s) noexcept : status_(s) {}  // NOLINT(google-explicit-constructor)
   /// A value built in place by `make()` (used by ptk's channels: no copy of the value).
@@ -108,18 +106,12 @@ class recv_result {
   }
   /// Copies the value or the status. @param o the result copied.
   recv_result(const recv_result& o) : status_(o.status_) {
-    if (o.has_) {
-      ::new (static_cast<void*>(&value_)) T(o.value_);
-      has_ = true;
-    }
+    if (o.has_) emplace(o.value_);
   }
   /// Moves the value or copies the status. @param o the result moved from.
   recv_result(recv_result&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
       : status_(o.status_) {
-    if (o.has_) {
-      ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
-      has_ = true;
-    }
+    if (o.has_) emplace(std::move(o.value_));
   }
   /// Replaces this result by a copy of `o`. @param o the result copied. @return *this.
   recv_result& operator=(const recv_result& o) {
@@ -137,8 +129,7 @@ class recv_result {
     if (has_ && o.has_) {
       value_ = std::move(o.value_);
     } else if (o.has_) {
-      ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
-      has_ = true;
+      emplace(std::move(o.value_));
     } else {
       reset();
     }
@@ -177,6 +168,13 @@ class recv_result {
       throw channel_error(std::string("ptk channel: no value (") + to_string(status_) + ")",
                           status_);
     }
+  }
+  // Constructs the value (none alive) from `a`. (The in-place constructor does not
+  // come here: a forwarded prvalue would be materialised and moved.)
+  template <class A>
+  void emplace(A&& a) {
+    ::new (static_cast<void*>(&value_)) T(std::forward<A>(a));
+    has_ = true;
   }
   void reset() noexcept {
     if (has_) {
