@@ -67,7 +67,12 @@ class asio_recv_op : public std::enable_shared_from_this<asio_recv_op<Channel, H
     wait_ = w;
     watching_ = true;
     id_ = start_watch(w, [self = this->shared_from_this()](bool) {
-      asio::post(self->work_.get_executor(), [self] {
+      // This runs on ptk's watcher thread. The step posted below may complete the
+      // operation and let run() return while post() is still signalling the
+      // io_context from here: holding work of our own until post() has returned
+      // keeps the io_context alive (run() cannot return under it) until then.
+      const auto hold = asio::make_work_guard(self->work_.get_executor());
+      asio::post(hold.get_executor(), [self] {
         {
           const std::lock_guard relock(self->mutex_);
           self->watching_ = false;
