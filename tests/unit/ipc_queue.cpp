@@ -2,6 +2,7 @@
 #include <ptk/ipc/shm_ring.hpp>
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -345,6 +346,48 @@ TEST_CASE("queue: a receiver learns that every sender died", "[ipc][queue]") {
   CHECK(*q.recv_for(30s) == 5);
   CHECK(wait_exit_code(child) == 0);
   CHECK(q.recv_for(30s).status() == channel_status::peer_lost);
+}
+
+TEST_CASE("queue: a child forked with a handle its parent sent on counts as a sender",
+          "[ipc][queue]") {
+  const shm_name name;
+  auto q = ptk::queue<int>::create(name, 8);
+  auto gate = ptk::queue<int>::anonymous(1);
+  // A sender sends, then forks a child that goes on sending with the same handle
+  // after the sender has exited. The child must have joined the senders on its own:
+  // the receiver must not report the senders lost while it lives. The receiver runs
+  // in a child that adopts orphans, to reap that grandchild. Exit codes tell the
+  // step that failed.
+  const pid_t receiver = fork_child([&] {
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return 10;
+    const pid_t sender = fork_child([&] {
+      auto tx = ptk::queue<int>::open(name.str());
+      if (tx.send(1) != channel_status::ok) return 1;
+      return fork_child([&] {
+               if (tx.send(2) != channel_status::ok) return 1;
+               if (!gate.recv_for(30s)) return 2;  // until the receiver has looked
+               return tx.send(3) == channel_status::ok ? 0 : 3;
+             }) > 0
+                 ? 0
+                 : 4;
+    });
+    if (wait_exit_code(sender) != 0) return 11;
+    auto v = q.recv_for(30s);
+    if (!v || *v != 1) return 12;
+    v = q.recv_for(30s);
+    if (!v || *v != 2) return 13;
+    // The sender is gone; the grandchild lives, blocked on the gate.
+    if (q.recv_for(500ms).status() != channel_status::timeout) return 14;
+    if (gate.send(0) != channel_status::ok) return 15;
+    v = q.recv_for(30s);
+    if (!v || *v != 3) return 16;
+    int status = 0;
+    if (::waitpid(-1, &status, 0) <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return 17;
+    }
+    return q.recv_for(30s).status() == channel_status::peer_lost ? 0 : 18;
+  });
+  CHECK(wait_exit_code(receiver) == 0);
 }
 
 TEST_CASE("queue: corrupt and mismatched segments are rejected", "[ipc][queue]") {

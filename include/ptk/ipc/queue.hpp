@@ -395,30 +395,26 @@ class queue {
 
   // ---- peers ----
 
-  void join(detail::pid_word (&table)[detail::queue_max_peers], std::atomic<bool>& joined) {
-    if (joined.load(std::memory_order_relaxed)) return;
-    bool done = false;
-    struct mark {
-      std::atomic<bool>& j;
-      bool& d;
-      ~mark() {
-        if (d) j.store(true, std::memory_order_relaxed);
-      }
-    } m{joined, done};
-    const std::int32_t me = ::getpid();
+  // Enters this process in a table of peers, once per process, handle and side:
+  // `joined` holds the pid of the process that did, so that a child forked with a
+  // handle its parent had used joins on its own (and counts as a live peer).
+  void join(detail::pid_word (&table)[detail::queue_max_peers],
+            std::atomic<std::uint32_t>& joined) {
+    const std::uint32_t me = detail::this_ids().pid;
+    if (joined.load(std::memory_order_relaxed) == me) return;
+    const auto pid = static_cast<std::int32_t>(me);
     detail::peer_watch w;
     for (auto& slot : table) {
-      std::int32_t cur = slot.load(std::memory_order_acquire);
-      if (cur == me) {
-        done = true;
+      if (slot.load(std::memory_order_acquire) == pid) {
+        joined.store(me, std::memory_order_relaxed);
         return;
       }
     }
     for (auto& slot : table) {
       std::int32_t cur = slot.load(std::memory_order_acquire);
       if ((cur == 0 || w.lost(cur, [this] { return describe(seg_); })) &&
-          slot.compare_exchange_strong(cur, me, std::memory_order_acq_rel)) {
-        done = true;
+          slot.compare_exchange_strong(cur, pid, std::memory_order_acq_rel)) {
+        joined.store(me, std::memory_order_relaxed);
         return;
       }
     }
@@ -791,8 +787,8 @@ class queue {
   std::atomic<std::chrono::steady_clock::rep> next_probe_{0};
   std::atomic<std::uint64_t> stall_word_{0};                    // the held slot word last waited on
   std::atomic<std::chrono::steady_clock::rep> stall_since_{0};  // 0: not timed yet
-  std::atomic<bool> sent_{false};      // this process joined the senders' table
-  std::atomic<bool> received_{false};  // ... the receivers' table
+  std::atomic<std::uint32_t> sent_{0};      // the pid that joined the senders' table (0: none)
+  std::atomic<std::uint32_t> received_{0};  // ... the receivers' table
   int spin_ = detail::queue_spin_rounds;
 };
 
