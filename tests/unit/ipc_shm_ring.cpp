@@ -1,3 +1,4 @@
+#include <ptk/ipc/queue.hpp>
 #include <ptk/ipc/shm_ring.hpp>
 
 #include <fcntl.h>
@@ -476,6 +477,56 @@ TEMPLATE_TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][s
     return 1;
   });
   CHECK(wait_exit_code(child) == 0);
+}
+
+TEMPLATE_TEST_CASE("shm_ring roles: a child forked with its parent's handle claims its own",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
+  auto ring = int_ring::anonymous(4);
+  REQUIRE(ring.send(1) == channel_status::ok);  // this process is the producer
+  // The child inherits a handle that has produced; it is not the producer for that.
+  const pid_t child = fork_child([&] {
+    try {
+      ring.send(2);
+    } catch (const std::logic_error& e) {
+      return std::string(e.what()).find("already has a producer") != std::string::npos ? 0 : 2;
+    }
+    return 1;
+  });
+  CHECK(wait_exit_code(child) == 0);
+  CHECK(*ring.recv() == 1);  // this process is the consumer
+  CHECK(ring.try_recv().status() == channel_status::empty);
+}
+
+TEMPLATE_TEST_CASE("shm_ring roles: a forked child's copy of a consumer leaves the head alone",
+                   "[ipc][shm_ring]", packed, stamped) {
+  using int_ring = ptk::shm_ring<int, TestType::value>;
+  const shm_name name;
+  auto ring = int_ring::create(name, 4);
+  const pid_t producer = fork_child([&] {
+    auto tx = int_ring::open(name.str());
+    for (int i = 1; i <= 4; ++i) {
+      if (tx.send(i) != channel_status::ok) return 1;
+    }
+    return 0;
+  });
+  REQUIRE(wait_exit_code(producer) == 0);
+  REQUIRE(*ring.recv() == 1);  // this process is the consumer, at position 1
+  auto gate = ptk::queue<int>::anonymous(1);
+  // A child forked now destroys its copy of the handle after this process has read
+  // on: the copy's head (1) is stale and must not be published.
+  const pid_t child = fork_child([&] {
+    if (!gate.recv_for(30s)) return 1;
+    { const int_ring copy(std::move(ring)); }
+    return 0;
+  });
+  REQUIRE(*ring.recv() == 2);
+  REQUIRE(*ring.recv() == 3);
+  REQUIRE(gate.send(0) == channel_status::ok);
+  REQUIRE(wait_exit_code(child) == 0);
+  CHECK(ring.size_approx() == 1);
+  CHECK(*ring.try_recv() == 4);
+  CHECK(ring.size_approx() == 0);
 }
 
 TEST_CASE("shm_ring rejects corrupt, foreign and mismatched segments", "[ipc][shm_ring]") {

@@ -130,7 +130,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "slot words are s
 /// CPU a few times, then sleeps on a shared futex; a send or receive that does not
 /// have to wait makes no system call while nobody sleeps.
 ///
-/// Peers are processes. A receiver waiting on an empty queue gets `peer_lost` once
+/// Peers are processes (a child forked with a handle is a peer of its own once it
+/// sends or receives). A receiver waiting on an empty queue gets `peer_lost` once
 /// every process that ever sent has died (and what they completed is drained); a
 /// sender waiting on a full queue gets `peer_lost` once every receiving process has
 /// died. close() works as for every ptk channel (see channel_status); a send that

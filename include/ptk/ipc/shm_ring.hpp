@@ -94,7 +94,10 @@ enum class ring_layout : std::uint32_t {
 /// another process that opened the same segment by name (open()) or by descriptor
 /// (from_fd(), for anonymous rings passed to a child). The first send claims the
 /// producer role and the first receive the consumer role for this process; a
-/// second live process asking for a taken role gets std::logic_error.
+/// second live process asking for a taken role gets std::logic_error. Roles belong
+/// to processes, not to handles: a child forked with a handle its parent had used
+/// claims a role of its own on its first send or receive (and gets that error while
+/// the parent holds it), and only the process that claimed a role gives it up.
 ///
 /// Fixed-size types (a codec with `fixed_size`, e.g. any trivially copyable T) sit
 /// in fixed slots and the capacity counts messages. Other types (strings, vectors)
@@ -272,11 +275,13 @@ class shm_ring {
   /// has drained. Call close() first to end the stream cleanly.
   ~shm_ring() {
     if (ctl_ == nullptr) return;
-    if (p_.claimed) {
+    // Only the process that took a role leaves it (not a child forked with the handle).
+    const std::uint32_t me = detail::this_ids().pid;
+    if (p_.owner == me) {
       detail::leave_role(ctl_->producer);
       wake(ctl_->consumer_sleeping);
     }
-    if (c_.claimed) {
+    if (c_.owner == me) {
       ctl_->head.store(c_.head, std::memory_order_release);  // exact, for a successor
       detail::leave_role(ctl_->consumer);
       wake(ctl_->producer_sleeping);
@@ -579,14 +584,14 @@ class shm_ring {
   // Producer-side and consumer-side local state, on separate cache lines so one
   // handle can be shared by a sending and a receiving thread.
   struct alignas(64) producer_state {
-    bool claimed = false;
+    std::uint32_t owner = 0;       // the process that claimed the role (0: none yet)
     detail::wake_rate rate;        // see publish_and_wake
     std::uint64_t tail = 0;        // next position to write (our copy)
     std::uint64_t head_cache = 0;  // last head seen
     std::uint64_t records = 0;     // variable-size: messages published (see publish)
   };
   struct alignas(64) consumer_state {
-    bool claimed = false;
+    std::uint32_t owner = 0;       // the process that claimed the role (0: none yet)
     detail::wake_rate rate;        // see publish_and_wake
     std::uint64_t head = 0;        // next position to read (our copy)
     std::uint64_t tail_cache = 0;  // last tail seen
@@ -600,10 +605,13 @@ class shm_ring {
     throw channel_error(describe(seg_) + ": corrupt shared state (" + what + ")");
   }
 
+  // A role is claimed once per process: a child forked with a handle its parent had
+  // used claims the role for itself (and fails while the parent holds it).
   void claim_producer() {
-    if (p_.claimed) return;
+    const std::uint32_t me = detail::this_ids().pid;
+    if (p_.owner == me) return;
     detail::claim_role(ctl_->producer, "producer", describe(seg_));
-    p_.claimed = true;
+    p_.owner = me;
     // A predecessor may have announced full fences: keep the promise.
     p_.rate.fenced = ctl_->producer_fenced.load(std::memory_order_acquire) != 0;
     p_.tail = ctl_->tail.load(std::memory_order_acquire);
@@ -619,9 +627,10 @@ class shm_ring {
     if (p_.tail - p_.head_cache > cap_ + lag_slots) corrupt("tail and head too far apart");
   }
   void claim_consumer() {
-    if (c_.claimed) return;
+    const std::uint32_t me = detail::this_ids().pid;
+    if (c_.owner == me) return;
     detail::claim_role(ctl_->consumer, "consumer", describe(seg_));
-    c_.claimed = true;
+    c_.owner = me;
     c_.rate.fenced = ctl_->consumer_fenced.load(std::memory_order_acquire) != 0;
     c_.head = ctl_->head.load(std::memory_order_acquire);
     c_.tail_cache = c_.head;
