@@ -50,7 +50,9 @@ def to_ns(value, unit):
 def load(path):
     """-> {scenario: {impl: {"values": [...], "metric": bool}}} from one JSON file."""
     with open(path) as f:
-        data = json.load(f)
+        text = f.read()
+    # A program whose filter matched nothing leaves an empty file: no rows.
+    data = json.loads(text) if text.strip() else {}
     rows = {}
     for b in data.get("benchmarks", []):
         if b.get("run_type") == "aggregate" or b.get("error_occurred"):
@@ -184,6 +186,8 @@ def main():
         program = name[: -len(".json")]
         _, rows = load(os.path.join(raw, name))
         present[program] = {impl for impls in rows.values() for impl in impls}
+        if not rows:
+            continue
         module = MODULES.get(program, program)
         out += [f"## {module}", "", f"Program `{program}`.", ""]
         table = ["| scenario | ptk | peer | ptk/peer | |", "|---|---|---|---|---|"]
