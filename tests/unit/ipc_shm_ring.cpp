@@ -461,6 +461,22 @@ TEST_CASE("shm_ring: a forked child's sleeps are woken by its own death alarm", 
 }
 #endif
 
+namespace {
+
+// For a child process: 0 when a send on `ring` is refused because another live
+// process is the producer; 1 when it is accepted, 2 for another error.
+template <class Ring>
+int producer_refused(Ring& ring) {
+  try {
+    ring.send(2);
+  } catch (const std::logic_error& e) {
+    return std::string(e.what()).find("already has a producer") != std::string::npos ? 0 : 2;
+  }
+  return 1;
+}
+
+}  // namespace
+
 TEMPLATE_TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][shm_ring]", packed,
                    stamped) {
   using int_ring = ptk::shm_ring<int, TestType::value>;
@@ -469,12 +485,7 @@ TEMPLATE_TEST_CASE("shm_ring roles: a second live producer is refused", "[ipc][s
   REQUIRE(ring.send(1) == channel_status::ok);
   const pid_t child = fork_child([&] {
     auto other = int_ring::open(name.str());
-    try {
-      other.send(2);
-    } catch (const std::logic_error& e) {
-      return std::string(e.what()).find("already has a producer") != std::string::npos ? 0 : 2;
-    }
-    return 1;
+    return producer_refused(other);
   });
   CHECK(wait_exit_code(child) == 0);
 }
@@ -485,14 +496,7 @@ TEMPLATE_TEST_CASE("shm_ring roles: a child forked with its parent's handle clai
   auto ring = int_ring::anonymous(4);
   REQUIRE(ring.send(1) == channel_status::ok);  // this process is the producer
   // The child inherits a handle that has produced; it is not the producer for that.
-  const pid_t child = fork_child([&] {
-    try {
-      ring.send(2);
-    } catch (const std::logic_error& e) {
-      return std::string(e.what()).find("already has a producer") != std::string::npos ? 0 : 2;
-    }
-    return 1;
-  });
+  const pid_t child = fork_child([&] { return producer_refused(ring); });
   CHECK(wait_exit_code(child) == 0);
   CHECK(*ring.recv() == 1);  // this process is the consumer
   CHECK(ring.try_recv().status() == channel_status::empty);
