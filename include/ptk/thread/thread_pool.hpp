@@ -317,6 +317,7 @@ class thread_pool {
     std::atomic<bool> busy{false};
     std::uint64_t rng = 0;
     unsigned lane_cursor = 0;  // where this worker starts its look at the lanes
+    bool lanes_first = false;  // the lanes' turn before the shared queue's (see run_one)
     unsigned batch_depth = 0;  // batch tasks running on this worker's stack
     detail::task_batch batch;  // tasks taken from a lane, run in place
     std::thread thread;
@@ -634,11 +635,22 @@ inline bool thread_pool::run_one(worker& w) {
     return true;
   }
   if (run_batch(w)) return true;  // lane tasks this worker took before
+  // The shared queue and the lanes take turns, so work that keeps requeueing itself
+  // on one (a coroutine awaiting schedule() on a worker goes to the shared queue)
+  // cannot starve what outside threads posted to the other.
+  if (w.lanes_first && run_from_lanes(w)) {
+    w.lanes_first = false;
+    return true;
+  }
   if (take_batch(w, t)) {
+    w.lanes_first = true;
     run(w, t);
     return true;
   }
-  if (run_from_lanes(w)) return true;
+  if (run_from_lanes(w)) {
+    w.lanes_first = false;
+    return true;
+  }
   unsigned victim = 0;
   if (detail::task_node* n = steal(w, index, victim)) {
     // The victim has more: wake a sleeper to share it.
