@@ -35,8 +35,17 @@ std::vector<pid_t> worker_tids(const std::string& prefix) {
 // pool tasks), so tests control exactly when a worker is busy.
 struct gate {
   std::latch open_latch{1};
+  std::latch held{1};
   void open() { open_latch.count_down(); }
   void wait() { open_latch.wait(); }
+  // Posts a task that holds a worker until open(); returns once a worker runs it.
+  void hold(ptk::thread_pool& pool) {
+    pool.post([this] {
+      held.count_down();
+      wait();
+    });
+    held.wait();
+  }
 };
 
 }  // namespace
@@ -495,25 +504,19 @@ TEST_CASE("a coroutine rescheduling itself does not starve a task posted from ou
   // posted to the lane only after that, while the coroutine's hops go to the shared
   // queue.
   ptk::thread_pool pool{1};
-  gate hold;
-  std::latch holding{1};
-  pool.post([&] {
-    holding.count_down();
-    hold.wait();
-  });
-  holding.wait();  // the worker is busy: what follows waits in the lane together
+  gate first;
+  first.hold(pool);  // the worker is busy: the next two wait in the lane together
   gate g;
-  std::latch g_started{1};
   pool.post([&] {
-    g_started.count_down();
+    g.held.count_down();
     g.wait();
   });
   std::atomic<bool> other_ran{false};
   int seen_at = 0;
   std::latch done{1};
   reschedule_loop(pool, other_ran, seen_at, done);
-  hold.open();
-  g_started.wait();  // the worker has taken the gate task and the coroutine
+  first.open();
+  g.held.wait();  // the worker has taken the gate task and the coroutine
   pool.post([&] { other_ran = true; });
   g.open();
   done.wait();
@@ -553,12 +556,7 @@ struct throwing_move_task {
 TEST_CASE("posts from one thread keep their order across lane segments, whatever their size") {
   ptk::thread_pool pool{1};
   gate g;
-  std::latch blocked{1};
-  pool.post([&] {
-    blocked.count_down();
-    g.wait();
-  });
-  blocked.wait();           // the worker is busy: everything below stays queued
+  g.hold(pool);             // the worker is busy: everything below stays queued
   std::vector<int> order;   // one worker: no lock needed
   constexpr int n = 20000;  // about 40 segments of 16 KiB
   for (int i = 0; i < n; ++i) {
