@@ -120,7 +120,9 @@ inline thread_local unsigned current_worker_index = 0;
 /// A worker runs the tasks it spawned itself before it takes more from the shared
 /// queue (that is what keeps fork-join work cache-hot); other workers steal the
 /// surplus. `co_await pool.schedule()` always goes through the shared queue, so a
-/// coroutine that reschedules itself in a loop yields to the tasks already queued.
+/// coroutine that reschedules itself in a loop yields to the tasks already queued;
+/// a worker serves the shared queue and the lanes in turn, so such a loop cannot
+/// starve what other threads post meanwhile either.
 ///
 /// @code
 /// ptk::thread_pool pool;                              // one worker per CPU
