@@ -270,7 +270,7 @@ namespace ptk {
 ///         when this process has no such thread, or another errno if /proc cannot be
 ///         read. A thread that has just exited (even one already joined: the kernel
 ///         wakes the joiner slightly before it removes the thread) may still be
-///         reported for a moment, as a zombie or dead thread.
+///         reported for a moment, while it finishes its exit in the kernel.
 /// @throws std::runtime_error if /proc answers in a format ptk does not understand.
 [[nodiscard]] inline thread_stats thread_info(pid_t tid) {
   const std::string id = std::to_string(tid);
