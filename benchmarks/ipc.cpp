@@ -9,10 +9,10 @@
 // run the loop shown (no test framework, no allocation beyond the channel's).
 #include <ptk/detail/atomic.hpp>
 #include <ptk/detail/futex.hpp>
+#include <ptk/detail/unique_fd.hpp>
 #include <ptk/ipc.hpp>
 
 #include <benchmark/benchmark.h>
-#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -512,29 +512,20 @@ constexpr int mpmc_capacity = 1024;
 // A pipe the parent and its children signal each other through, a byte per signal.
 class signal_pipe {
  public:
-  signal_pipe() {
-    if (::pipe2(fds_, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category());
-  }
-  signal_pipe(const signal_pipe&) = delete;
-  signal_pipe& operator=(const signal_pipe&) = delete;
-  ~signal_pipe() {
-    ::close(fds_[0]);
-    ::close(fds_[1]);
-  }
   void post(int n = 1) const {
     const char b = 0;
-    for (int i = 0; i < n; ++i) check(::write(fds_[1], &b, 1));
+    for (int i = 0; i < n; ++i) check(::write(fds_.second.get(), &b, 1));
   }
   void take(int n = 1) const {
     char b = 0;
-    for (int i = 0; i < n; ++i) check(::read(fds_[0], &b, 1));
+    for (int i = 0; i < n; ++i) check(::read(fds_.first.get(), &b, 1));
   }
 
  private:
   static void check(ssize_t r) {
     if (r != 1) throw std::system_error(errno, std::generic_category(), "signal_pipe");
   }
-  int fds_[2] = {-1, -1};
+  ptk::detail::fd_pair fds_ = ptk::detail::make_pipe();
 };
 
 // Forks two producers running `produce` and two consumers running `consume`, starts

@@ -38,12 +38,17 @@ struct gate {
   std::latch held{1};
   void open() { open_latch.count_down(); }
   void wait() { open_latch.wait(); }
-  // Posts a task that holds a worker until open(); returns once a worker runs it.
-  void hold(ptk::thread_pool& pool) {
+  // Posts a task that counts `held` down once a worker runs it and holds that worker
+  // until open().
+  void post_hold(ptk::thread_pool& pool) {
     pool.post([this] {
       held.count_down();
       wait();
     });
+  }
+  // post_hold(), and returns once a worker runs the task.
+  void hold(ptk::thread_pool& pool) {
+    post_hold(pool);
     held.wait();
   }
 };
@@ -507,10 +512,7 @@ TEST_CASE("a coroutine rescheduling itself does not starve a task posted from ou
   gate first;
   first.hold(pool);  // the worker is busy: the next two wait in the lane together
   gate g;
-  pool.post([&] {
-    g.held.count_down();
-    g.wait();
-  });
+  g.post_hold(pool);
   std::atomic<bool> other_ran{false};
   int seen_at = 0;
   std::latch done{1};
