@@ -302,7 +302,7 @@ class queue {
   friend struct detail::channel_access;
 
   bool arm_recv(detail::recv_wait& w) {
-    join(ctl_->receivers, received_);
+    join(ctl_->receivers, received_, detail::this_ids().pid);
     ctl_->not_empty_sleepers.fetch_add(1, std::memory_order_seq_cst);
     detail::seq_cst_fence();
     const std::uint32_t s = ctl_->not_empty_seq.load(std::memory_order_acquire);
@@ -399,9 +399,8 @@ class queue {
   // Enters this process in a table of peers, once per process, handle and side:
   // `joined` holds the pid of the process that did, so that a child forked with a
   // handle its parent had used joins on its own (and counts as a live peer).
-  void join(detail::pid_word (&table)[detail::queue_max_peers],
-            std::atomic<std::uint32_t>& joined) {
-    const std::uint32_t me = detail::this_ids().pid;
+  void join(detail::pid_word (&table)[detail::queue_max_peers], std::atomic<std::uint32_t>& joined,
+            std::uint32_t me) {
     if (joined.load(std::memory_order_relaxed) == me) return;
     const auto pid = static_cast<std::int32_t>(me);
     detail::peer_watch w;
@@ -522,9 +521,8 @@ class queue {
   // lap (reading, full, writing): the queue is full. Anything below cannot happen
   // (the tail only ever names a position whose predecessors were all claimed) and
   // means corruption.
-  attempt push(const T& v, std::size_t n) {
+  attempt push(const T& v, std::size_t n, std::uint32_t me) {
     namespace qs = detail::queue_slot;
-    const std::uint32_t me = detail::this_ids().pid;
     std::uint64_t pos = ctl_->tail.load(std::memory_order_relaxed);
     for (;;) {
       const slot_ref s = slot_at(pos);
@@ -589,10 +587,9 @@ class queue {
   // (the head was stale): look further; -1 a sender is writing it (wait for that
   // sender, or skip its slot once it is found dead); -2 empty, -3 the previous lap's
   // receiver is still reading: nothing to take.
-  recv_result<T> pop(std::uint64_t& holder) {
+  recv_result<T> pop(std::uint64_t& holder, std::uint32_t me) {
     namespace qs = detail::queue_slot;
     holder = 0;
-    const std::uint32_t me = detail::this_ids().pid;
     std::uint64_t pos = ctl_->head.load(std::memory_order_relaxed);
     for (;;) {
       const slot_ref s = slot_at(pos);
@@ -733,7 +730,8 @@ class queue {
   channel_status send_impl(const T& v,
                            std::optional<std::chrono::steady_clock::time_point> deadline,
                            std::stop_token stop, bool may_wait) {
-    join(ctl_->senders, sent_);
+    const std::uint32_t me = detail::this_ids().pid;  // (asked once: a TLS read)
+    join(ctl_->senders, sent_, me);
     const std::size_t n = codec<T>::encoded_size(v);
     if (n > max_message_) {
       throw std::length_error(describe(seg_) + ": message of " + std::to_string(n) +
@@ -741,7 +739,7 @@ class queue {
     }
     for (;;) {
       if (closed_now()) return channel_status::closed;
-      const attempt a = push(v, n);
+      const attempt a = push(v, n, me);
       if (a.status != channel_status::full || !may_wait) return a.status;
       const auto st = wait(
           ctl_->not_full_seq, ctl_->not_full_sleepers, [&] { return send_readiness(); },
@@ -752,13 +750,14 @@ class queue {
 
   recv_result<T> recv_impl(std::optional<std::chrono::steady_clock::time_point> deadline,
                            std::stop_token stop, bool may_wait) {
-    join(ctl_->receivers, received_);
+    const std::uint32_t me = detail::this_ids().pid;
+    join(ctl_->receivers, received_, me);
     std::uint64_t holder = 0;
     for (;;) {
-      if (auto v = pop(holder)) return v;
+      if (auto v = pop(holder, me)) return v;
       // A send claimed before close() may still be writing (holder): it drains too.
       if (closed_now()) {
-        if (auto v = pop(holder)) return v;
+        if (auto v = pop(holder, me)) return v;
         if (holder == 0) return channel_status::closed;
       }
       if (!may_wait) {
@@ -769,7 +768,7 @@ class queue {
           ctl_->not_empty_seq, ctl_->not_empty_sleepers, [&] { return recv_readiness(); },
           [&] { return all_lost(ctl_->senders); }, deadline, stop);
       if (st != channel_status::ok) {
-        if (auto v = pop(holder)) return v;
+        if (auto v = pop(holder, me)) return v;
         // Every sender is gone, but one died holding the head slot and committed
         // messages may lie behind it: skip it (pop does, after its patience) first.
         if (st == channel_status::peer_lost && holder != 0) continue;
