@@ -328,7 +328,7 @@ class peer_watch {
 /// Claims a role slot for this process: free, departed and dead holders may be
 /// replaced; a live other process keeps it (std::logic_error).
 inline void claim_role(pid_word& slot, const char* role, const std::string& what) {
-  const std::int32_t me = ::getpid();
+  const auto me = static_cast<std::int32_t>(this_ids().pid);
   std::int32_t cur = slot.load(std::memory_order_acquire);
   peer_watch w;
   for (;;) {
@@ -343,7 +343,7 @@ inline void claim_role(pid_word& slot, const char* role, const std::string& what
 
 /// Gives a role slot up (without closing): the peer sees peer_lost once drained.
 inline void leave_role(pid_word& slot) noexcept {
-  std::int32_t me = ::getpid();
+  auto me = static_cast<std::int32_t>(this_ids().pid);
   slot.compare_exchange_strong(me, departed, std::memory_order_acq_rel);
 }
 
