@@ -207,14 +207,22 @@ inline thread_local id_cache tls_ids{};
 
 inline void reset_id_cache() noexcept { tls_ids = {}; }
 
-inline const id_cache& this_ids() noexcept {
+// The first call of a thread (and of a forked child) fills the cache; the atfork
+// handler is registered there, before any cache can exist to be made stale.
+[[gnu::noinline, gnu::cold]] inline const id_cache& fill_id_cache() noexcept {
   static const bool registered = ::pthread_atfork(nullptr, nullptr, &reset_id_cache) == 0;
   (void)registered;
-  if (tls_ids.pid == 0) {
-    tls_ids.pid = static_cast<std::uint32_t>(::getpid());
-    tls_ids.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-  }
+  tls_ids.pid = static_cast<std::uint32_t>(::getpid());
+  tls_ids.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
   return tls_ids;
+}
+
+// Every send and receive asks: the common case is a TLS read, inlined.
+inline const id_cache& this_ids() noexcept {
+  if (tls_ids.pid != 0) [[likely]] {
+    return tls_ids;
+  }
+  return fill_id_cache();
 }
 
 inline std::uint32_t this_tid() noexcept { return this_ids().tid; }
