@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
                                .arg("child")
                                .pass_fd(theirs.read_fd(), 3)
                                .pass_fd(theirs.write_fd(), 4));
+  // The child has its own copies of its end now. Drop ours: while this process holds
+  // them, a child that dies looks silent here instead of reading as peer_lost.
+  { auto handed_over = std::move(theirs); }
   std::printf("1. spawned pid %d with its end of the pipe as fds 3 and 4\n", worker.pid());
 
   std::puts("2. ping-pong: typed messages, framed, any length");

@@ -1,7 +1,7 @@
 /// @file
 /// @brief The IPC module: typed channels between threads and processes.
 ///
-/// - ptk::pipe: a duplex channel over a socket pair (multiprocessing.Pipe)
+/// - ptk::pipe: a duplex channel over two kernel pipes (multiprocessing.Pipe)
 /// - ptk::shm_ring: a single-producer/single-consumer ring in shared memory
 /// - ptk::queue: a multi-producer/multi-consumer queue in shared memory (multiprocessing.Queue)
 /// - ptk::shared_memory, ptk::shared_value, ptk::shared_array (shared_memory, Value, Array)

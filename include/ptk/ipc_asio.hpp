@@ -127,7 +127,7 @@ class asio_recv_op : public std::enable_shared_from_this<asio_recv_op<Channel, H
 /// asio::awaitable<void> consume(ptk::queue<job>& q) {
 ///   for (;;) {
 ///     auto j = co_await ptk::async_recv(q, asio::use_awaitable);
-///     if (!j) co_return;                     // closed or peer lost
+///     if (!j) co_return;                     // closed, peer lost or cancelled
 ///     co_await handle(*j);
 ///   }
 /// }

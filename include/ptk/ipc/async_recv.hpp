@@ -2,7 +2,7 @@
 /// @brief `co_await ch.async_recv()`: receive from any ptk channel inside a coroutine
 ///        with no thread blocked per channel.
 ///
-/// A pipe's socket is watched by ptk's reactor (epoll); shared-memory channels are
+/// A pipe's read descriptor is watched by ptk's reactor (epoll); shared-memory channels are
 /// watched by ptk's futex watcher, one thread waiting on up to 127 channels at once
 /// with futex_waitv. The coroutine resumes on that shared thread: keep the code after
 /// the `co_await` short, or `co_await pool.schedule()` first. Included by every

@@ -83,8 +83,14 @@ inline constexpr build_value_t build_value{};
 ///
 /// @code
 /// while (auto msg = ch.recv()) use(*msg);      // stops at closed or peer_lost
+/// @endcode
+/// @code
 /// auto r = ch.recv_for(100ms);
-/// if (r.status() == ptk::channel_status::timeout) ...
+/// if (r) {
+///   use(*r);
+/// } else if (r.status() == ptk::channel_status::timeout) {
+///   // nothing yet: the channel is still open
+/// }
 /// @endcode
 ///
 /// A channel decodes a message straight into its recv_result, so a large trivially
@@ -190,7 +196,7 @@ class recv_result {
 };
 
 namespace detail {
-/// What a channel asks to be woken by for an asynchronous receive: its socket, or a
+/// What a channel asks to be woken by for an asynchronous receive: its descriptor, or a
 /// futex word and the value it holds while nothing happened.
 struct recv_wait {
   int fd = -1;

@@ -146,10 +146,16 @@ inline ssize_t read_nowait(int fd, void* into, std::size_t n) noexcept {
 /// dropped; the channel stays usable.
 ///
 /// An endpoint is used by one thread at a time.
+///
+/// Once a child has its endpoint, drop the parent's copy of it. While the parent
+/// holds it, the parent itself keeps the child's pipe ends open: a child that dies
+/// without close() then looks like a child that is silent (recv waits on, sends
+/// succeed) instead of `peer_lost`.
 /// @code
 /// auto [parent, child] = ptk::pipe<std::string>::create();
 /// auto p = ptk::spawn(ptk::command{"./worker"}.pass_fd(child.read_fd(), 3)
 ///                                              .pass_fd(child.write_fd(), 4));
+/// { auto handed_over = std::move(child); }  // ./worker has its own copies now
 /// parent.send("ping");
 /// auto reply = parent.recv();      // in ./worker: ptk::pipe<std::string>::from_fds(3, 4)
 /// @endcode

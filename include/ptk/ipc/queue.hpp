@@ -239,7 +239,8 @@ class queue {
   /// Receives, waiting while empty. @param stop stops the wait.
   /// @return the message, or closed / peer_lost / cancelled.
   recv_result<T> recv(std::stop_token stop = {}) { return recv_impl(std::nullopt, stop, true); }
-  /// @return a message if one is queued; otherwise empty or closed.
+  /// @return a message if one is queued; otherwise empty, closed, or peer_lost once
+  ///         every process that sent has died (asked at most once per liveness period).
   recv_result<T> try_recv() { return recv_impl(std::nullopt, {}, false); }
   /// Receives, waiting at most `timeout`. @param timeout how long. @param stop stops it.
   /// @return the message, or timeout / closed / peer_lost / cancelled.

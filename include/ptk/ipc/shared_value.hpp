@@ -101,10 +101,16 @@ class shared_elements {
 /// with one final store, as update() does).
 /// @code
 /// auto counter = ptk::shared_value<long>::create("hits", 0);
-/// counter.fetch_add(1);                                   // from any process
+/// counter.fetch_add(1);                                   // lock-free, from any process
 /// auto peer = ptk::shared_value<long>::open("hits");
-/// peer.update([](long& v) { v = v * 2; });                // read-modify-write under the lock
+/// peer.fetch_add(1);
+///
+/// struct stats { long calls; double total_ms; };         // updated as a whole
+/// auto s = ptk::shared_value<stats>::create("stats", {});
+/// s.update([](stats& v) { ++v.calls; v.total_ms += 2.5; });  // under the lock
 /// @endcode
+/// Use one style per value: an update() may overwrite a lock-free fetch_add that
+/// runs at the same time.
 /// @tparam T a trivially copyable type without pointers.
 template <class T>
 class shared_value {
@@ -217,13 +223,16 @@ class shared_value {
 /// @brief A fixed-size array of T in shared memory (Python's `Array`).
 ///
 /// Elements are plain memory: index them directly when one process writes each
-/// element, use at(i) for lock-free atomic access to one element, or with_lock() to
-/// work on the whole array under its process-shared lock.
+/// element, use atomic(i) for lock-free atomic access to one element, or with_lock()
+/// to work on the whole array under its process-shared lock. Use one style per
+/// element: with_lock() does not stop a writer that goes through atomic(i).
 /// @code
 /// auto a = ptk::shared_array<double>::create("results", 8);
 /// a[3] = 1.5;                                         // one writer per element
-/// a.atomic(0).fetch_add(1.0);                         // many writers
-/// a.with_lock([](std::span<double> all) { all[1] = all[0] + 1; });
+/// a.atomic(0).fetch_add(1.0);                         // many writers, lock-free
+/// use(a.atomic(0).load());                            // a lock-free read
+/// // [2], [4] and [5] are only ever changed under the lock:
+/// a.with_lock([](std::span<double> all) { all[2] = all[4] + all[5]; });
 /// @endcode
 /// @tparam T a trivially copyable type without pointers.
 template <class T>
