@@ -153,8 +153,8 @@ template <asio_executor Executor>
 /// @brief Moves the calling ptk coroutine onto an asio execution context's executor.
 ///
 /// @code
-/// asio::io_context io;
-/// co_await ptk::schedule_on(io);  // from here on, in io.run()
+/// asio::io_context& io = app_io();  // run by some thread (io.run())
+/// co_await ptk::schedule_on(io);     // from here on, in io.run()
 /// @endcode
 /// @tparam Context an asio execution context type (asio::io_context, asio::thread_pool).
 /// @param ctx the context; it must outlive the wait.
@@ -299,7 +299,7 @@ template <asio_executor Executor, class Rep, class Period>
 /// @brief Sleeps for `duration` on an asio execution context's executor.
 ///
 /// @code
-/// asio::io_context io;
+/// asio::io_context& io = app_io();  // run by some thread (io.run())
 /// co_await ptk::sleep_for(io, std::chrono::milliseconds(10));
 /// @endcode
 /// @tparam Context an asio execution context type (asio::io_context, asio::thread_pool).
@@ -563,7 +563,7 @@ auto async_run(const Executor& ex, task<T> t, CompletionToken&& token) {
 /// @code
 /// asio::io_context io;
 /// std::future<int> f = ptk::async_run(io, compute(), asio::use_future);
-/// io.run();
+/// int v = f.get();  // use_future completes on asio's system executor: io need not run
 /// @endcode
 /// @tparam Context an asio execution context type (asio::io_context, asio::thread_pool).
 /// @tparam T the task's result type.
@@ -797,7 +797,7 @@ requires std::is_convertible_v<Executor, AwaitableExecutor>
 ///        to a ptk coroutine.
 ///
 /// @code
-/// asio::io_context io;
+/// asio::io_context& io = app_io();  // run by some thread (io.run())
 /// int v = co_await ptk::await_asio(io, asio_compute());
 /// @endcode
 /// @tparam Context an asio execution context type.

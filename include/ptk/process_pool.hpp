@@ -105,7 +105,9 @@ class process_pool_error : public std::runtime_error {
 ///
 /// @code
 /// try { pool.submit(parse, "x").get(); }
-/// catch (const ptk::remote_error& e) { e.type_name(); /* "std::invalid_argument" */ }
+/// catch (const ptk::remote_error& e) {
+///   std::puts(e.type_name().c_str());  // "std::invalid_argument"
+/// }
 /// @endcode
 class remote_error : public process_pool_error {
  public:
@@ -582,7 +584,9 @@ struct process_pool_stats {
 /// ptk::process_pool pool{{.workers = 2, .task_timeout = 5s}};
 /// auto f = pool.submit(fib, 30);
 /// try { int v = f.get(); }
-/// catch (const ptk::worker_crash_error& e) { e.signal(); }   // e.g. SIGSEGV
+/// catch (const ptk::worker_crash_error& e) {
+///   std::printf("worker killed by signal %d\n", e.signal());  // e.g. SIGSEGV
+/// }
 /// @endcode
 class process_pool {
  public:

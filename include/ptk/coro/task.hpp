@@ -499,7 +499,7 @@ class operation_cancelled : public std::exception {
 /// ptk::task<std::string> greet(std::string name) { co_return "hello " + name; }
 /// ptk::task<void> run(ptk::thread_pool& pool) {
 ///   co_await pool.schedule();                 // continue on a worker
-///   std::string s = co_await greet("world");  // runs greet inline, no allocation
+///   std::string s = co_await greet("world");  // inline; no malloc once the cache is warm
 /// }
 /// @endcode
 /// @tparam T the result type; `void` for none.

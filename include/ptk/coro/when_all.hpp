@@ -298,9 +298,9 @@ task<std::tuple<detail::when_value_t<detail::await_result_t<A>>...>> when_all(A.
 /// `std::monostate` when the awaitables give `void`).
 ///
 /// @code
-/// std::vector<ptk::task<int>> jobs;
-/// for (int i = 0; i < 100; ++i) jobs.push_back(square_on(pool, i));
-/// std::vector<int> squares = co_await ptk::when_all(std::move(jobs));
+/// std::vector<ptk::sleep_awaitable> naps;
+/// for (int i = 1; i <= 3; ++i) naps.push_back(ptk::sleep_for(timers, i * 10ms));
+/// co_await ptk::when_all(std::move(naps));  // about 30 ms: the three sleep at once
 /// @endcode
 /// @tparam A the awaitables' type.
 /// @param awaitables the awaitables, moved into the returned task.

@@ -50,8 +50,10 @@ struct process_entry {
 /// @code
 /// ptk::process_table table{{.max_processes = 10}};
 /// pid_t pid = table.spawn(ptk::command{"sleep"}.arg("5"));
-/// for (const auto& e : table.list()) std::printf("%d %s\n", e.pid, e.running() ? "running" :
-/// "done"); table.kill(pid);  // SIGTERM, then SIGKILL after the grace period
+/// for (const auto& e : table.list()) {
+///   std::printf("%d %s\n", e.pid, e.running() ? "running" : "done");
+/// }
+/// table.kill(pid);  // SIGTERM, then SIGKILL after the grace period
 /// @endcode
 class process_table {
  public:

@@ -3,8 +3,10 @@
 /// context switches, last CPU and priority, read from `/proc`.
 ///
 /// @code
-/// ptk::thread worker{"crunch", [] { /* ... */ }};
-/// const ptk::thread_stats s = ptk::thread_info(worker.native_id());
+/// ptk::thread worker{"crunch", [](std::stop_token st) {
+///   while (!st.stop_requested()) crunch_some();
+/// }};
+/// const ptk::thread_stats s = ptk::thread_info(worker.native_id());  // while it runs
 /// std::printf("%s is %s, %lld ms on CPU\n", s.name.c_str(),
 ///             std::string(ptk::to_string(s.state)).c_str(),
 ///             static_cast<long long>(s.cpu_time().count() / 1'000'000));
