@@ -602,11 +602,13 @@ class EndpointTest(ServerTestCase):
         tid = body["tid"]
         self.assertEqual(headers["Location"], f"/api/cpp/thread/state/{tid}")
         self.assertEqual(body["name"], "sleeper")
-        # The thread exists (created or running) from the 201 on: poll until it runs.
+        # The thread exists (created or running) from the 201 on: poll until it runs
+        # and the kernel shows it asleep in its 5 s sleep. "running" is set by the
+        # thread itself just before it sleeps, so the first look may still see "R".
         state = poll(lambda: self.server.json("GET", f"/api/cpp/thread/state/{tid}")[1],
-                     lambda b: b["state"] == "running", 10, "the thread to run")
+                     lambda b: b["state"] == "running" and b["kernel"] is not None
+                     and b["kernel"]["state"] == "S", 10, "the thread to sleep")
         self.assertEqual(state["tid"], tid)
-        self.assertIsNotNone(state["kernel"])
         self.assertEqual(state["kernel"]["state"], "S")
         self.assertEqual(state["kernel"]["name"], "sleeper")
         # The thread belongs to the server.
