@@ -99,6 +99,24 @@ TEST_CASE("queue: strings up to the slot size; try forms, timeouts, stop, close"
   CHECK(q.recv().status() == channel_status::closed);
 }
 
+TEST_CASE("queue: an idle receiver sleeps in the kernel until a send wakes it", "[ipc][queue]") {
+  // A receive on an empty queue tries again a few dozen times (pausing, then
+  // yielding) and then sleeps on the futex: it does not spin while nothing comes.
+  ptk::queue<std::uint64_t> q{4};
+  std::atomic<pid_t> tid{0};
+  std::atomic<std::uint64_t> got{0};
+  std::thread receiver([&] {
+    tid = gettid_now();
+    auto v = q.recv();
+    got = v ? *v : 0;
+  });
+  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  CHECK(q.send(42) == channel_status::ok);
+  receiver.join();
+  CHECK(got == 42);
+  CHECK(q.try_recv().status() == channel_status::empty);
+}
+
 TEST_CASE("queue: every send that returned ok, even racing close(), is received", "[ipc][queue]") {
   ptk::queue<std::uint64_t> q{8};
   std::atomic<std::uint64_t> sent{0}, received{0};
