@@ -1,0 +1,1 @@
+// @example README.md 1

@@ -1,0 +1,4 @@
+#include <ptk/coro/task.hpp>
+#include <ptk/thread/thread_pool.hpp>
+// @example include/ptk/coro/task.hpp 2
+int main() {}

@@ -1,0 +1,7 @@
+#include <asio.hpp>
+#include <ptk/coro_asio.hpp>
+asio::io_context& app_io();
+ptk::task<void> f() {
+  // @example include/ptk/coro_asio.hpp 6
+}
+int main() {}

@@ -1,0 +1,4 @@
+#include <ptk/ipc/shared_value.hpp>
+void f() {
+  // @example include/ptk/ipc/shared_value.hpp 1
+}

@@ -1,0 +1,4 @@
+#include <ptk/process/command.hpp>
+int main() {
+  // @example include/ptk/process/command.hpp 2
+}

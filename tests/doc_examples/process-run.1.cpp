@@ -1,0 +1,5 @@
+#include <ptk/process/run.hpp>
+using namespace std::chrono_literals;
+int main() {
+  // @example include/ptk/process/run.hpp 1
+}

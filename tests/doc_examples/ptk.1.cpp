@@ -1,0 +1,2 @@
+// @example include/ptk/ptk.hpp 1
+int main() {}

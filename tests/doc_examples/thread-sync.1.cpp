@@ -1,0 +1,5 @@
+#include <ptk/thread/sync.hpp>
+#include <thread>
+int main() {
+  // @example include/ptk/thread/sync.hpp 1
+}

@@ -1,0 +1,4 @@
+#include <ptk/thread/thread.hpp>
+int main() {
+  // @example include/ptk/thread/thread.hpp 1
+}

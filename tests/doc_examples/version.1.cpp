@@ -1,0 +1,3 @@
+#include <ptk/version.hpp>
+// @example include/ptk/version.hpp 1
+int main() {}
