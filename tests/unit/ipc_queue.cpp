@@ -110,9 +110,11 @@ TEST_CASE("queue: an idle receiver sleeps in the kernel until a send wakes it", 
     auto v = q.recv();
     got = v ? *v : 0;
   });
-  REQUIRE(eventually([&] { return tid != 0 && sleeping_in_futex(tid); }));
+  // (Checked after the join: a failed REQUIRE here would leave the thread blocked.)
+  const bool asleep = eventually([&] { return tid != 0 && sleeping_in_futex(tid); });
   CHECK(q.send(42) == channel_status::ok);
   receiver.join();
+  CHECK(asleep);
   CHECK(got == 42);
   CHECK(q.try_recv().status() == channel_status::empty);
 }
