@@ -3,10 +3,11 @@
 // In-process SPSC throughput against moodycamel::ReaderWriterQueue and
 // boost::lockfree::spsc_queue; cross-process round trips against a raw shared-memory
 // spin ping-pong and a raw futex ping-pong (the floors); bandwidth against a
-// socketpair and memcpy; the MPMC queue against Boost.Interprocess message_queue
-// (and a bare Vyukov queue in shared memory, the floor);
-// the typed pipe against a raw pipe. Peer processes are forked children that only
-// run the loop shown (no test framework, no allocation beyond the channel's).
+// socketpair and memcpy; the MPMC queue across processes against Boost.Interprocess
+// message_queue (and a bare Vyukov queue in shared memory, the floor), and between
+// threads against moodycamel::ConcurrentQueue (plain and blocking) and
+// boost::lockfree::queue; the typed pipe against a raw pipe. Peer processes are forked children
+// that only run the loop shown (no test framework, no allocation beyond the channel's).
 #include <ptk/detail/atomic.hpp>
 #include <ptk/detail/futex.hpp>
 #include <ptk/detail/unique_fd.hpp>
@@ -27,8 +28,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <latch>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -37,8 +40,13 @@
 #if PTK_BENCH_HAVE_MOODYCAMEL
 #include <readerwriterqueue/readerwriterqueue.h>
 #endif
+#if PTK_BENCH_HAVE_CONCURRENTQUEUE
+#include <concurrentqueue/blockingconcurrentqueue.h>
+#include <concurrentqueue/concurrentqueue.h>
+#endif
 #if PTK_BENCH_HAVE_BOOST
 #include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/lockfree/queue.hpp>
 #include <boost/lockfree/spsc_queue.hpp>
 #endif
 
@@ -718,6 +726,207 @@ void BM_mpmc_interleaved(benchmark::State& state) {
   state.counters["peer:raw_vyukov_floor"] = median_of(raw_times);
 }
 
+// ---- MPMC between threads: 2 producer and 2 consumer threads, 64-byte messages -----
+// The processes' work above (100000 messages of 64 bytes, 1024 slots) between four
+// threads of one process, against the in-process MPMC queues users know:
+// - moodycamel::ConcurrentQueue, used the fast way its documentation gives: a
+//   ProducerToken or ConsumerToken per thread, enqueue and try_dequeue (pausing and
+//   then yielding while it finds nothing, as the floor above does). Its enqueue is
+//   unbounded (it allocates more blocks instead of waiting), so its senders never
+//   wait where ptk's, bounded to 1024 messages, do; its bounded try_enqueue with
+//   tokens stalled for good in this benchmark (no free block ever came back);
+// - moodycamel::BlockingConcurrentQueue, the same with receivers sleeping in
+//   wait_dequeue;
+// - boost::lockfree::queue, bounded to 1024 like ptk: push and pop, pausing and
+//   yielding while they fail.
+// moodycamel orders messages per producer only, so a receiver of the blocking queue
+// can meet a "stop" before other messages: what is left once both receivers have
+// stopped is drained by the timing thread, inside the measured time.
+
+// Starts two producer threads running `produce` and two consumer threads running
+// `consume` together, runs `finish` once both producers are done (to stop the
+// consumers) and `drain` once both consumers are done, and returns the nanoseconds
+// from the start to the end of `drain`. `consume` and `drain` return how many
+// messages they took: every message must arrive once.
+template <class Produce, class Consume, class Finish, class Drain>
+double mpmc_threads_ns(Produce produce, Consume consume, Finish finish, Drain drain) {
+  std::latch ready(4);
+  std::latch go(1);
+  std::atomic<int> received{0};
+  std::vector<std::thread> producers;
+  std::vector<std::thread> consumers;
+  for (int p = 0; p < 2; ++p) {
+    producers.emplace_back([&] {
+      ready.arrive_and_wait();
+      go.wait();
+      produce();
+    });
+  }
+  for (int c = 0; c < 2; ++c) {
+    consumers.emplace_back([&] {
+      ready.arrive_and_wait();
+      go.wait();
+      received.fetch_add(consume(), std::memory_order_relaxed);
+    });
+  }
+  ready.wait();
+  const auto t0 = std::chrono::steady_clock::now();
+  go.count_down();
+  for (auto& t : producers) t.join();
+  finish();
+  for (auto& t : consumers) t.join();
+  const int total = received.load() + drain();
+  const auto t1 = std::chrono::steady_clock::now();
+  if (total != mpmc_messages) {
+    throw std::logic_error("mpmc between threads: " + std::to_string(total) + " of " +
+                           std::to_string(mpmc_messages) + " messages arrived");
+  }
+  return std::chrono::duration<double, std::nano>(t1 - t0).count();
+}
+
+// What a producer sends: message i of its half, numbered in its first byte.
+template <class TrySend>
+void produce_half(TrySend try_send) {
+  msg64 m{};
+  for (int i = 0; i < mpmc_messages / 2; ++i) {
+    m[0] = static_cast<char>(i);
+    for (int spins = 0; !try_send(m);) raw_backoff(spins);
+  }
+}
+
+// A receiver of a queue without waiting: pauses and yields while `try_recv` finds
+// nothing, and stops once `done` is set and the queue is empty. Returns the count.
+template <class TryRecv>
+int consume_polling(TryRecv try_recv, const std::atomic<bool>& done) {
+  msg64 m{};
+  int n = 0;
+  for (int spins = 0;;) {
+    if (try_recv(m)) {
+      benchmark::DoNotOptimize(m);
+      ++n;
+      spins = 0;
+    } else if (done.load(std::memory_order_acquire)) {
+      if (!try_recv(m)) return n;  // the producers finished before `done`
+      ++n;
+    } else {
+      raw_backoff(spins);
+    }
+  }
+}
+
+double mpmc_threads_ptk_once() {
+  ptk::queue<msg64> q(mpmc_capacity);
+  return mpmc_threads_ns(
+      [&] {
+        msg64 m{};
+        for (int i = 0; i < mpmc_messages / 2; ++i) {
+          m[0] = static_cast<char>(i);
+          q.send(m);
+        }
+      },
+      [&] {
+        int n = 0;
+        while (auto m = q.recv()) {
+          benchmark::DoNotOptimize(m);
+          ++n;
+        }
+        return n;
+      },
+      [&] { q.close(); }, [] { return 0; });
+}
+
+#if PTK_BENCH_HAVE_CONCURRENTQUEUE
+template <class Queue>
+int drain_all(Queue& q) {
+  msg64 m{};
+  int n = 0;
+  while (q.try_dequeue(m)) n += m[1] == 'S' ? 0 : 1;
+  return n;
+}
+
+double mpmc_threads_moodycamel_once() {
+  moodycamel::ConcurrentQueue<msg64> q(mpmc_capacity);
+  std::atomic<bool> done{false};
+  return mpmc_threads_ns(
+      [&] {
+        moodycamel::ProducerToken token(q);
+        produce_half([&](const msg64& m) { return q.enqueue(token, m); });
+      },
+      [&] {
+        moodycamel::ConsumerToken token(q);
+        return consume_polling([&](msg64& m) { return q.try_dequeue(token, m); }, done);
+      },
+      [&] { done.store(true, std::memory_order_release); }, [&] { return drain_all(q); });
+}
+
+double mpmc_threads_moodycamel_blocking_once() {
+  moodycamel::BlockingConcurrentQueue<msg64> q(mpmc_capacity);
+  return mpmc_threads_ns(
+      [&] {
+        moodycamel::ProducerToken token(q);
+        produce_half([&](const msg64& m) { return q.enqueue(token, m); });
+      },
+      [&] {
+        moodycamel::ConsumerToken token(q);
+        msg64 m{};
+        int n = 0;
+        for (;;) {
+          q.wait_dequeue(token, m);
+          if (m[1] == 'S') return n;  // this thread's "stop"
+          ++n;
+        }
+      },
+      [&] {
+        msg64 stop{};
+        stop[1] = 'S';
+        q.enqueue(stop);
+        q.enqueue(stop);
+      },
+      [&] { return drain_all(q); });
+}
+#endif
+
+#if PTK_BENCH_HAVE_BOOST
+double mpmc_threads_boost_lockfree_once() {
+  auto q =
+      std::make_unique<boost::lockfree::queue<msg64, boost::lockfree::capacity<mpmc_capacity>>>();
+  std::atomic<bool> done{false};
+  return mpmc_threads_ns([&] { produce_half([&](const msg64& m) { return q->push(m); }); },
+                         [&] { return consume_polling([&](msg64& m) { return q->pop(m); }, done); },
+                         [&] { done.store(true, std::memory_order_release); }, [] { return 0; });
+}
+#endif
+
+// ptk and its peers in turn within one loop (see BM_mpmc_interleaved); each reports
+// its median.
+void BM_mpmc_threads_interleaved(benchmark::State& state) {
+  std::vector<double> ptk_times;
+#if PTK_BENCH_HAVE_CONCURRENTQUEUE
+  std::vector<double> moodycamel_times, moodycamel_blocking_times;
+#endif
+#if PTK_BENCH_HAVE_BOOST
+  std::vector<double> boost_times;
+#endif
+  for (auto _ : state) {
+    ptk_times.push_back(mpmc_threads_ptk_once());
+#if PTK_BENCH_HAVE_CONCURRENTQUEUE
+    moodycamel_times.push_back(mpmc_threads_moodycamel_once());
+    moodycamel_blocking_times.push_back(mpmc_threads_moodycamel_blocking_once());
+#endif
+#if PTK_BENCH_HAVE_BOOST
+    boost_times.push_back(mpmc_threads_boost_lockfree_once());
+#endif
+  }
+  state.counters["metric"] = median_of(ptk_times);
+#if PTK_BENCH_HAVE_CONCURRENTQUEUE
+  state.counters["peer:moodycamel_cq"] = median_of(moodycamel_times);
+  state.counters["peer:moodycamel_blocking_cq"] = median_of(moodycamel_blocking_times);
+#endif
+#if PTK_BENCH_HAVE_BOOST
+  state.counters["peer:boost_lockfree_queue"] = median_of(boost_times);
+#endif
+}
+
 // ---- typed pipe round trip ---------------------------------------------------------
 
 // The typed pipe with an echo child.
@@ -894,6 +1103,10 @@ BENCHMARK(BM_mpmc_boost_interprocess)
 #endif
 BENCHMARK(BM_mpmc_interleaved)
     ->Name("BM_mpmc_2x2_procs_64B_interleaved/ptk_queue")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_mpmc_threads_interleaved)
+    ->Name("BM_mpmc_2x2_threads_64B_interleaved/ptk_queue")
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_pipe_roundtrip_ptk)
