@@ -733,8 +733,9 @@ void BM_mpmc_interleaved(benchmark::State& state) {
 //   ProducerToken or ConsumerToken per thread, enqueue and try_dequeue (pausing and
 //   then yielding while it finds nothing, as the floor above does). Its enqueue is
 //   unbounded (it allocates more blocks instead of waiting), so its senders never
-//   wait where ptk's, bounded to 1024 messages, do; its bounded try_enqueue with
-//   tokens stalled for good in this benchmark (no free block ever came back);
+//   wait where ptk's, bounded to 1024 messages, do. Its bounded form, try_enqueue
+//   with tokens, sometimes never finished here (a run stalled for over a minute);
+//   the tokenless try_enqueue finishes, in about twice the time of this row;
 // - moodycamel::BlockingConcurrentQueue, the same with receivers sleeping in
 //   wait_dequeue;
 // - boost::lockfree::queue, bounded to 1024 like ptk: push and pop, pausing and
