@@ -572,20 +572,42 @@ void mpmc_rows(benchmark::State& state, Once once) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * mpmc_messages);
 }
 
+// How the floor and the queues without waiting of their own wait: 20 CPU pauses,
+// then a sched_yield() per attempt.
+void raw_backoff(int& spins) {
+  if (++spins > 20) {
+    ::sched_yield();
+  } else {
+    ptk::detail::cpu_relax();
+  }
+}
+
+// What a producer sends: message i of its half, numbered in its first byte, through
+// `try_send`, waiting with raw_backoff while it fails.
+template <class TrySend>
+void produce_half(TrySend try_send) {
+  msg64 m{};
+  for (int i = 0; i < mpmc_messages / 2; ++i) {
+    m[0] = static_cast<char>(i);
+    for (int spins = 0; !try_send(m);) raw_backoff(spins);
+  }
+}
+
+// Sends a producer's half through ptk's blocking send.
+void send_half(ptk::queue<msg64>& q) {
+  produce_half([&](const msg64& m) {
+    q.send(m);
+    return true;
+  });
+}
+
 double mpmc_ptk_once() {
   auto q = ptk::queue<msg64>::anonymous(mpmc_capacity);
-  return mpmc_flow_ns(
-      [&] {
-        msg64 m{};
-        for (int i = 0; i < mpmc_messages / 2; ++i) {
-          m[0] = static_cast<char>(i);
-          q.send(m);
-        }
-      },
-      [&] {
-        while (auto m = q.recv()) benchmark::DoNotOptimize(m);
-      },
-      [&] { q.close(); });
+  return mpmc_flow_ns([&] { send_half(q); },
+                      [&] {
+                        while (auto m = q.recv()) benchmark::DoNotOptimize(m);
+                      },
+                      [&] { q.close(); });
 }
 
 void BM_mpmc_ptk(benchmark::State& state) { mpmc_rows(state, mpmc_ptk_once); }
@@ -597,11 +619,10 @@ double mpmc_boost_once(const std::string& name) {
   bip::message_queue q(bip::create_only, name.c_str(), mpmc_capacity, sizeof(msg64));
   return mpmc_flow_ns(
       [&] {
-        msg64 m{};
-        for (int i = 0; i < mpmc_messages / 2; ++i) {
-          m[0] = static_cast<char>(i);
+        produce_half([&](const msg64& m) {
           q.send(m.data(), m.size(), 0);
-        }
+          return true;
+        });
       },
       [&] {
         msg64 m{};
@@ -640,14 +661,6 @@ struct raw_mpmc {
   alignas(64) std::atomic<std::uint32_t> closed;
   alignas(64) cell cells[mpmc_capacity];
 };
-
-void raw_backoff(int& spins) {
-  if (++spins > 20) {
-    ::sched_yield();
-  } else {
-    ptk::detail::cpu_relax();
-  }
-}
 
 double mpmc_raw_once() {
   void* mem =
@@ -785,16 +798,6 @@ double mpmc_threads_ns(Produce produce, Consume consume, Finish finish, Drain dr
   return std::chrono::duration<double, std::nano>(t1 - t0).count();
 }
 
-// What a producer sends: message i of its half, numbered in its first byte.
-template <class TrySend>
-void produce_half(TrySend try_send) {
-  msg64 m{};
-  for (int i = 0; i < mpmc_messages / 2; ++i) {
-    m[0] = static_cast<char>(i);
-    for (int spins = 0; !try_send(m);) raw_backoff(spins);
-  }
-}
-
 // A receiver of a queue without waiting: pauses and yields while `try_recv` finds
 // nothing, and stops once `done` is set and the queue is empty. Returns the count.
 template <class TryRecv>
@@ -817,23 +820,16 @@ int consume_polling(TryRecv try_recv, const std::atomic<bool>& done) {
 
 double mpmc_threads_ptk_once() {
   ptk::queue<msg64> q(mpmc_capacity);
-  return mpmc_threads_ns(
-      [&] {
-        msg64 m{};
-        for (int i = 0; i < mpmc_messages / 2; ++i) {
-          m[0] = static_cast<char>(i);
-          q.send(m);
-        }
-      },
-      [&] {
-        int n = 0;
-        while (auto m = q.recv()) {
-          benchmark::DoNotOptimize(m);
-          ++n;
-        }
-        return n;
-      },
-      [&] { q.close(); }, [] { return 0; });
+  return mpmc_threads_ns([&] { send_half(q); },
+                         [&] {
+                           int n = 0;
+                           while (auto m = q.recv()) {
+                             benchmark::DoNotOptimize(m);
+                             ++n;
+                           }
+                           return n;
+                         },
+                         [&] { q.close(); }, [] { return 0; });
 }
 
 #if PTK_BENCH_HAVE_CONCURRENTQUEUE
@@ -845,14 +841,18 @@ int drain_all(Queue& q) {
   return n;
 }
 
+// Sends a producer's half through a moodycamel queue with this thread's token.
+template <class Queue>
+void enqueue_half(Queue& q) {
+  moodycamel::ProducerToken token(q);
+  produce_half([&](const msg64& m) { return q.enqueue(token, m); });
+}
+
 double mpmc_threads_moodycamel_once() {
   moodycamel::ConcurrentQueue<msg64> q(mpmc_capacity);
   std::atomic<bool> done{false};
   return mpmc_threads_ns(
-      [&] {
-        moodycamel::ProducerToken token(q);
-        produce_half([&](const msg64& m) { return q.enqueue(token, m); });
-      },
+      [&] { enqueue_half(q); },
       [&] {
         moodycamel::ConsumerToken token(q);
         return consume_polling([&](msg64& m) { return q.try_dequeue(token, m); }, done);
@@ -862,28 +862,24 @@ double mpmc_threads_moodycamel_once() {
 
 double mpmc_threads_moodycamel_blocking_once() {
   moodycamel::BlockingConcurrentQueue<msg64> q(mpmc_capacity);
-  return mpmc_threads_ns(
-      [&] {
-        moodycamel::ProducerToken token(q);
-        produce_half([&](const msg64& m) { return q.enqueue(token, m); });
-      },
-      [&] {
-        moodycamel::ConsumerToken token(q);
-        msg64 m{};
-        int n = 0;
-        for (;;) {
-          q.wait_dequeue(token, m);
-          if (m[1] == 'S') return n;  // this thread's "stop"
-          ++n;
-        }
-      },
-      [&] {
-        msg64 stop{};
-        stop[1] = 'S';
-        q.enqueue(stop);
-        q.enqueue(stop);
-      },
-      [&] { return drain_all(q); });
+  return mpmc_threads_ns([&] { enqueue_half(q); },
+                         [&] {
+                           moodycamel::ConsumerToken token(q);
+                           msg64 m{};
+                           int n = 0;
+                           for (;;) {
+                             q.wait_dequeue(token, m);
+                             if (m[1] == 'S') return n;  // this thread's "stop"
+                             ++n;
+                           }
+                         },
+                         [&] {
+                           msg64 stop{};
+                           stop[1] = 'S';
+                           q.enqueue(stop);
+                           q.enqueue(stop);
+                         },
+                         [&] { return drain_all(q); });
 }
 #endif
 
