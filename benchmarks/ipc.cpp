@@ -6,8 +6,9 @@
 // socketpair and memcpy; the MPMC queue across processes against Boost.Interprocess
 // message_queue (and a bare Vyukov queue in shared memory, the floor), and between
 // threads against moodycamel::ConcurrentQueue (plain and blocking) and
-// boost::lockfree::queue; the typed pipe against a raw pipe. Peer processes are forked children
-// that only run the loop shown (no test framework, no allocation beyond the channel's).
+// boost::lockfree::queue; the typed pipe against a raw pipe. Peer processes are
+// forked children that only run the loop shown (no test framework, no allocation
+// beyond the channel's).
 #include <ptk/detail/atomic.hpp>
 #include <ptk/detail/futex.hpp>
 #include <ptk/detail/unique_fd.hpp>
